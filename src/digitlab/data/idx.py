@@ -1,0 +1,111 @@
+"""The IDX file format of MNIST (http://yann.lecun.com/exdb/mnist/), gzip-compressed or raw.
+
+Header: two zero bytes, a dtype code, the number of dimensions, then one big-endian uint32 per
+dimension. Everything is validated against the header before the payload is trusted, so a file
+that claims 10^9 images fails with a clear error instead of an enormous allocation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadMagicError, CorruptFileError, HeaderMismatchError, TruncatedFileError
+from ..files import atomic_write_bytes
+
+DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+CODES = {dt.newbyteorder(">") if dt.itemsize > 1 else dt: code for code, dt in DTYPES.items()}
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def parse_header(head: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Returns (dtype, shape, header length) from the first bytes of an IDX payload."""
+    if len(head) < 4:
+        raise TruncatedFileError(f"{name}: file too short for an IDX header ({len(head)} bytes)")
+    zero, code, ndim = head[:2], head[2], head[3]
+    if zero != b"\0\0" or code not in DTYPES or not 1 <= ndim <= 4:
+        magic = int.from_bytes(head[:4], "big")
+        raise BadMagicError(f"{name}: wrong magic number {magic:#010x}, not an IDX file")
+    header_len = 4 + 4 * ndim
+    if len(head) < header_len:
+        raise TruncatedFileError(f"{name}: file ends inside the IDX header")
+    shape = struct.unpack(f">{ndim}I", head[4:header_len])
+    return DTYPES[code], tuple(shape), header_len
+
+
+def decode(raw: bytes, name: str) -> np.ndarray:
+    """Decodes the bytes of an IDX file (gzip or not) into an array in native byte order."""
+    if raw[:2] == GZIP_MAGIC:
+        payload = gunzip(raw, name)
+    else:
+        payload = raw
+    dtype, shape, header_len = parse_header(payload[:20], name)
+    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(payload) != expected:
+        raise HeaderMismatchError(
+            f"{name}: header says {'x'.join(map(str, shape))} {dtype.name} "
+            f"({expected:,} bytes) but the payload holds {len(payload):,} bytes"
+        )
+    array = np.frombuffer(payload, dtype=dtype, offset=header_len).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def gunzip(raw: bytes, name: str) -> bytes:
+    """Decompresses, first checking the header's claimed size against gzip's own size field."""
+    # The gzip trailer stores the payload length mod 2^32: compare it with what the IDX header
+    # claims before inflating anything, so an absurd header fails fast and allocates nothing.
+    d = zlib.decompressobj(wbits=31)
+    try:
+        head = d.decompress(raw, 20)
+        dtype, shape, header_len = parse_header(head, name)
+        expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        trailer_size = int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else -1
+        if trailer_size != expected % 2**32:
+            # Either the header lies or the file is cut short; inflate (bounded) to tell which.
+            body = d.decompress(d.unconsumed_tail, expected + 1 - len(head))
+            if not d.eof and len(head) + len(body) <= expected:
+                raise TruncatedFileError(f"{name}: truncated gzip stream (file cut short?)")
+            raise HeaderMismatchError(
+                f"{name}: header says {'x'.join(map(str, shape))} ({expected:,} bytes) "
+                f"but the gzip payload holds {len(head) + len(body) + len(d.flush()):,} bytes"
+            )
+        body = d.decompress(d.unconsumed_tail)
+    except zlib.error as e:
+        raise CorruptFileError(f"{name}: corrupt gzip data ({e})") from None
+    if not d.eof:
+        raise TruncatedFileError(f"{name}: truncated gzip stream (file cut short?)")
+    return head + body
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (`.gz` or raw) into a numpy array, validating it fully."""
+    path = Path(path)
+    return decode(path.read_bytes(), path.name)
+
+
+def encode(array: np.ndarray) -> bytes:
+    dtype = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+    if dtype not in CODES:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}")
+    header = bytes([0, 0, CODES[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Writes an array as IDX, gzip-compressed when the name ends in `.gz`; atomically."""
+    data = encode(np.asarray(array))
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    return atomic_write_bytes(path, data)
