@@ -1,0 +1,90 @@
+"""The one small contract every digitlab model follows, classical or neural (scikit-learn style).
+
+A model takes images as uint8 arrays [N, 28, 28] (0-255, ink bright, as in MNIST) and labels as
+int64 [N]; it scales the pixels itself. A trained model is a directory:
+
+    config.json    everything needed to rebuild it (family, hyper-parameters, seed)
+    weights.*      safetensors (PyTorch) or npz (the rest); never a pickle
+    history.json   per-epoch train/validation loss and accuracy (empty for one-shot models)
+    metrics.json   test-set figures written by `evaluate`/`benchmark`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ModelError
+from ..files import atomic_write_json, read_json
+
+
+class Classifier:
+    family: ClassVar[str]  # registry name, e.g. "knn", "cnn"
+    Config: ClassVar[type]  # a dataclass of hyper-parameters, seed included
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        config = config if config is not None else self.Config()
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.history: list[dict] = []
+
+    # -- to implement -------------------------------------------------------------------
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> Classifier:
+        raise NotImplementedError
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 [N, 10]."""
+        raise NotImplementedError
+
+    def save_weights(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load_weights(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy on (x, y)."""
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+    def n_parameters(self) -> int:
+        return 0
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_weights(directory)
+        atomic_write_json(directory / "config.json",
+                          {"family": self.family, "config": dataclasses.asdict(self.config)})
+        atomic_write_json(directory / "history.json", self.history)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Classifier:
+        directory = Path(directory)
+        config = read_model_config(directory)
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        model = cls(cls.Config(**{k: v for k, v in config["config"].items() if k in fields}))
+        model.load_weights(directory)
+        if (directory / "history.json").exists():
+            model.history = read_json(directory / "history.json")
+        return model
+
+
+def read_model_config(directory: Path) -> dict:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{directory}: not a model directory (no config.json)")
+    try:
+        config = read_json(path)
+        config["family"], config["config"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{path}: not a digitlab model config") from None
+    return config

@@ -1,0 +1,75 @@
+"""PyTorch models behind the Classifier contract. A family defines its Config and `build()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ..files import atomic_write_bytes
+from ..train import Callback, Learner, TrainConfig, predict_logits, to_tensor
+from .base import Classifier
+
+
+@dataclass
+class NeuralConfig(TrainConfig):
+    """Training settings plus the family's architecture settings (subclasses add fields)."""
+
+
+class NeuralClassifier(Classifier):
+    Config = NeuralConfig
+
+    def __init__(self, config=None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        torch.manual_seed(self.config.seed)
+        self.net = self.build()
+        self.callbacks: list[Callback] = []
+        self.learner: Learner | None = None
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def fit(self, x, y, x_val=None, y_val=None) -> NeuralClassifier:
+        torch.manual_seed(self.config.seed)
+        if self.learner is None:
+            self.learner = Learner(self.net, self.config, self.callbacks)
+        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        xv = to_tensor(x_val) if x_val is not None else None
+        yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
+        self.learner.history = self.history
+        self.learner.fit(xt, yt, xv, yv)
+        self.net = self.learner.net
+        return self
+
+    @property
+    def train_time(self) -> float:
+        return self.learner.train_time if self.learner else 0.0
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = predict_logits(self.net, to_tensor(x))
+        return torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save
+
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        atomic_write_bytes(directory / "weights.safetensors", save(state))
+
+    def load_weights(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        path = directory / "weights.safetensors"
+        if not path.is_file():
+            raise ModelError(f"{directory}: weights.safetensors missing")
+        try:
+            self.net.load_state_dict(load_file(path))
+        except (RuntimeError, OSError) as e:
+            raise ModelError(f"{path}: weights do not fit the {self.family} architecture ({e})") from None
+        self.net.eval()
