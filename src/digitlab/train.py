@@ -31,7 +31,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd | adadelta
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    augment: float = 0.0  # strength of random affine augmentation; 0 = off, 1 = rotate 10deg/scale 10%/shift 2px
+    augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
     val_size: int = 5000
     seed: int = 0
     threads: int = 0  # 0 = torch's default
@@ -123,7 +123,8 @@ class Learner:
         for _ in range(self.start_epoch * self.n_batches):  # resume: fast-forward the schedule
             self.scheduler.step()
         self._call("on_train_begin")
-        for self.epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.epoch = epoch
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch))
             self.net.train()
