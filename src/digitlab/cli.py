@@ -72,6 +72,58 @@ def _image_format(path: str) -> str:
     return formats[suffix]
 
 
+# ---------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import train_run
+
+    out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
+    m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                  limit=args.limit, resume=args.resume, epochs=args.epochs, dropout=args.dropout, lr=args.lr,
+                  batch_size=args.batch_size)
+    if m.get("lr_finder_suggestion"):
+        print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
+    print(f"{args.model} on {args.dataset}: val accuracy {m['val_accuracy']:.4f}  "
+          f"test accuracy {m['test_accuracy']:.4f}  ({m['train_time_s']:.1f}s training, "
+          f"{m['train_images_per_s'] or 0:.0f} images/s)")
+    print(f"saved to {out}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .experiment import find_lr
+    from .train import save_lr_plot
+
+    result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                     batch_size=args.batch_size)
+    save_lr_plot(result, args.out)
+    print(f"suggested learning rate: {result['suggestion']:.2e} (steepest descent {result['steepest']:.2e}, "
+          f"minimum loss at {result['min_loss_lr']:.2e}); plot: {args.out}")
+    return 0
+
+
+def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
+    from .models import FAMILIES
+
+    common = argparse.ArgumentParser(add_help=False, parents=[data_dir])
+    common.add_argument("model", help=f"model family: {', '.join(FAMILIES)}")
+    common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--batch-size", type=int, help="default: the family's")
+
+    p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
+    p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")
+    p.add_argument("--epochs", type=int, help="default: the family's")
+    p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first")
+    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn)")
+    p.add_argument("--limit", type=int, help="train on the first N training images only (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint at the next epoch")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("lr-find", parents=[common], help="LR range test: plot loss against learning rate")
+    p.add_argument("--out", default="lr-find.png", help="plot file (default lr-find.png)")
+    p.set_defaults(func=cmd_lr_find)
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitlab", description=__doc__.splitlines()[0])
@@ -99,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
+    add_train_commands(commands, data_dir)
     return parser
 
 

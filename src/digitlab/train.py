@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
+    bf16: bool = False  # bfloat16 autocast for the forward pass: ~2x faster convolutions on AVX-512 CPUs
 
 
 def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> torch.Tensor:
@@ -93,7 +95,7 @@ class Checkpoint(Callback):
     """Saves the model (and optimizer state, for --resume) at the end of every epoch."""
 
     def __init__(self, save) -> None:
-        self.save = save  # callable(learner) writing the checkpoint
+        self.save = save  # callable(learner) writing the checkpoint, e.g. partial(save_checkpoint, directory=...)
 
     def on_epoch_end(self, learner: Learner) -> None:
         self.save(learner)
@@ -115,18 +117,23 @@ class Learner:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        generator = torch.Generator().manual_seed(cfg.seed)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.n_batches = math.ceil(len(x) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.n_batches)
-        for _ in range(self.start_epoch * self.n_batches):  # resume: fast-forward the schedule
-            self.scheduler.step()
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(self.start_epoch * self.n_batches):  # resume: fast-forward the schedule
+                self.scheduler.step()
         self._call("on_train_begin")
         for epoch in range(self.start_epoch, cfg.epochs):
             self.epoch = epoch
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch))
+            # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
+            epoch_seed = cfg.seed * 1000 + self.epoch
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed))
+            generator = torch.Generator().manual_seed(epoch_seed + 500)
+            torch.manual_seed(epoch_seed + 700)
             self.net.train()
             t0 = time.perf_counter()
             total_loss, total_correct, seen = 0.0, 0, 0
@@ -137,7 +144,8 @@ class Learner:
                     xb = random_affine(xb, cfg.augment, generator)
                 if cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                logits = self.net(xb)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = self.net(xb).float()
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -222,7 +230,9 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, len(x), (config.batch_size,), generator=generator)
-        loss = F.cross_entropy(net(x[idx].contiguous(memory_format=torch.channels_last)), y[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            logits = net(x[idx].contiguous(memory_format=torch.channels_last)).float()
+        loss = F.cross_entropy(logits, y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -260,3 +270,87 @@ def save_lr_plot(result: dict, path: str | Path) -> Path:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------- checkpoints
+# A checkpoint is a folder: weights-<epoch>.safetensors, optimizer-<epoch>.safetensors and
+# checkpoint.json (epoch, history, config, the optimizer's non-tensor state). checkpoint.json is
+# written last and names the files of its epoch, so a crash mid-save leaves the previous one valid.
+CHECKPOINT_JSON = "checkpoint.json"
+
+
+def save_checkpoint(learner: Learner, directory: str | Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save
+
+    from .files import atomic_write_bytes, atomic_write_json
+
+    directory = Path(directory)
+    epoch = learner.epoch + 1
+    weights = {k: v.detach().contiguous() for k, v in learner.net.state_dict().items()}
+    tensors, state = _flatten_optimizer(learner.optimizer.state_dict())
+    names = {"weights": f"weights-{epoch}.safetensors", "optimizer": f"optimizer-{epoch}.safetensors"}
+    atomic_write_bytes(directory / names["weights"], save(weights))
+    atomic_write_bytes(directory / names["optimizer"], save(tensors))
+    atomic_write_json(directory / CHECKPOINT_JSON, {
+        "epoch": epoch, **names, "config": asdict(learner.config), "history": learner.history,
+        "train_time": learner.train_time, "optimizer_state": state, **(extra or {})})
+    for old in directory.glob("*.safetensors"):
+        if old.name not in names.values():
+            old.unlink(missing_ok=True)
+    return directory
+
+
+def read_checkpoint(directory: str | Path) -> dict:
+    """The checkpoint's JSON; raises ModelError when there is none or it is damaged."""
+    from .errors import ModelError
+    from .files import read_json
+
+    path = Path(directory) / CHECKPOINT_JSON
+    if not path.is_file():
+        raise ModelError(f"{directory}: no checkpoint to resume from ({CHECKPOINT_JSON} missing)")
+    try:
+        meta = read_json(path)
+        meta["epoch"], meta["weights"], meta["optimizer"], meta["config"], meta["history"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{path}: damaged checkpoint") from None
+    return meta
+
+
+def load_checkpoint(learner: Learner, directory: str | Path) -> dict:
+    """Restores weights, optimizer state, history and time; `fit` then starts at the next epoch."""
+    from safetensors.torch import load_file
+
+    from .errors import ModelError
+
+    directory = Path(directory)
+    meta = read_checkpoint(directory)
+    try:
+        learner.net.load_state_dict(load_file(directory / meta["weights"]))
+        learner.optimizer.load_state_dict(
+            _unflatten_optimizer(load_file(directory / meta["optimizer"]), meta["optimizer_state"]))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise ModelError(f"{directory}: checkpoint does not fit this model ({e})") from None
+    learner.start_epoch = int(meta["epoch"])
+    learner.history = list(meta["history"])
+    learner.train_time = float(meta.get("train_time", 0.0))
+    return meta
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Splits an optimizer state_dict into tensors (for safetensors) and JSON-able values."""
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], state: dict) -> dict:
+    per_param: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *state["scalars"].items()]:
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    return {"state": per_param, "param_groups": state["param_groups"]}

@@ -14,7 +14,9 @@ from .base import Classifier, read_model_config
 
 # registry name -> "module:Class"
 FAMILIES: dict[str, str] = {
+    "mlp": "mlp:MLP",
     "cnn": "cnn:CNN",
+    "resnet34": "resnet:ResNet34",
 }
 
 

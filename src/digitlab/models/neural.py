@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +13,19 @@ from torch import nn
 
 from ..errors import ModelError
 from ..files import atomic_write_bytes
-from ..train import Callback, Learner, TrainConfig, predict_logits, to_tensor
+from ..train import Callback, Learner, TrainConfig, load_checkpoint, lr_find, predict_logits, to_tensor
 from .base import Classifier
 
 
 @dataclass
 class NeuralConfig(TrainConfig):
-    """Training settings plus the family's architecture settings (subclasses add fields)."""
+    """Training settings plus the family's architecture settings (subclasses add fields).
+
+    `lr = 0` means: run the LR finder on the training data first and train with its suggestion;
+    the suggestion then replaces `lr` and `lr_found` records that it came from the finder.
+    """
+
+    lr_found: bool = False
 
 
 class NeuralClassifier(Classifier):
@@ -29,21 +37,39 @@ class NeuralClassifier(Classifier):
         self.net = self.build()
         self.callbacks: list[Callback] = []
         self.learner: Learner | None = None
+        self.lr_finder: dict | None = None  # the finder's sweep, when lr = 0 asked for one
 
     def build(self) -> nn.Module:
         raise NotImplementedError
 
     def fit(self, x, y, x_val=None, y_val=None) -> NeuralClassifier:
         torch.manual_seed(self.config.seed)
+        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        if self.config.lr <= 0:
+            self.find_lr(xt, yt)
         if self.learner is None:
             self.learner = Learner(self.net, self.config, self.callbacks)
-        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
         xv = to_tensor(x_val) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
         self.learner.history = self.history
         self.learner.fit(xt, yt, xv, yv)
         self.net = self.learner.net
         return self
+
+    def find_lr(self, xt: torch.Tensor, yt: torch.Tensor) -> float:
+        """Runs the LR finder on a copy of the network and makes its suggestion this model's peak LR."""
+        if self.learner is not None:
+            raise ModelError("the LR finder must run before training starts")
+        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config)
+        self.config = dataclasses.replace(self.config, lr=self.lr_finder["suggestion"], lr_found=True)
+        return self.config.lr
+
+    def resume(self, directory: str | Path) -> dict:
+        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch."""
+        self.learner = Learner(self.net, self.config, self.callbacks)
+        meta = load_checkpoint(self.learner, directory)
+        self.history = self.learner.history
+        return meta
 
     @property
     def train_time(self) -> float:
