@@ -11,7 +11,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +220,7 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     LR at the minimum loss (fastai's two classic rules, the more cautious one wins).
     """
     torch.manual_seed(config.seed)
-    optimizer = make_optimizer(net, TrainConfig(**{**config.__dict__, "lr": start_lr}))
+    optimizer = make_optimizer(net, replace(config, lr=start_lr))
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(config.seed)
     lrs, losses, smooth, best = [], [], 0.0, math.inf

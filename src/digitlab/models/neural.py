@@ -98,4 +98,6 @@ class NeuralClassifier(Classifier):
             self.net.load_state_dict(load_file(path))
         except (RuntimeError, OSError) as e:
             raise ModelError(f"{path}: weights do not fit the {self.family} architecture ({e})") from None
+        if self.config.channels_last:  # the layout it was trained in: same kernels, bit-identical outputs
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.net.eval()
