@@ -95,7 +95,7 @@ class Checkpoint(Callback):
     """Saves the model (and optimizer state, for --resume) at the end of every epoch."""
 
     def __init__(self, save) -> None:
-        self.save = save  # callable(learner) writing the checkpoint, e.g. partial(save_checkpoint, directory=...)
+        self.save = save  # callable(learner), e.g. lambda learner: save_checkpoint(learner, folder)
 
     def on_epoch_end(self, learner: Learner) -> None:
         self.save(learner)
