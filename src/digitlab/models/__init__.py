@@ -15,6 +15,10 @@ from .base import Classifier, read_model_config
 # registry name -> "module:Class"
 FAMILIES: dict[str, str] = {
     "cnn": "cnn:CNN",
+    "knn": "knn:KNN",
+    "knn-fast": "knn:KNNFast",
+    "mlp-sklearn": "sklearn_mlp:SklearnMLP",
+    "mlp-sklearn-tuned": "sklearn_mlp:TunedSklearnMLP",
 }
 
 
