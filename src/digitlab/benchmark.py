@@ -54,14 +54,14 @@ def run_one(name: str, seed: int, data: tuple, dataset: str, out: Path, epochs_s
 
 def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLike = "benchmark",
                   seeds: tuple[int, ...] = (0,), limit: int | None = None, epochs_scale: float = 1.0,
-                  data_dir: str | None = None, log=print) -> dict:
+                  data_dir: str | None = None, download: bool | None = None, log=print) -> dict:
     from . import models
     from .data import load
 
     for name in names:  # an unknown family fails before anything is trained
         models.family_class(name)
-    x, y = load(dataset, "train", data_dir)
-    xt, yt = load(dataset, "test", data_dir)
+    x, y = load(dataset, "train", data_dir, download)
+    xt, yt = load(dataset, "test", data_dir, download)
     if limit:
         x, y, xt, yt = x[:limit], y[:limit], xt[:limit], yt[:limit]
     val_size = min(5000, len(x) // 10)

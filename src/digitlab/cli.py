@@ -73,6 +73,10 @@ def _image_format(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
+def _download(args: argparse.Namespace) -> bool | None:
+    return False if args.no_download else None  # None: download unless DIGITLAB_OFFLINE is set
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -80,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .files import atomic_write_json, read_json
     from .report import evaluate_directory
 
-    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir)
+    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir, _download(args))
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     atomic_write_json(path, {**(read_json(path) if path.is_file() else {}), **metrics})
@@ -96,7 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"report -> {write_report(args.model_dirs, args.out, args.dataset, args.data_dir)}")
+    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir, _download(args))
+    print(f"report -> {path}")
     return 0
 
 
@@ -106,7 +111,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
-                           log=lambda line: print(line, file=sys.stderr))
+                           _download(args), log=lambda line: print(line, file=sys.stderr))
     print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
     print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
     return 0

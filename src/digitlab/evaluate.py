@@ -52,9 +52,11 @@ def interpret(proba: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[
                  for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)]
 
     losses = -np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None))
-    worst = np.lexsort((np.arange(len(losses)), -losses))[:top_k]  # highest loss first, ties by index
+    confidence = proba[np.arange(len(labels)), predicted]
+    # Highest loss first; among equal losses (k-NN gives many p=0), the most confident mistake; then by index.
+    worst = np.lexsort((np.arange(len(losses)), -confidence, -losses))[:top_k]
     top_losses = [{"index": int(i), "true": int(labels[i]), "predicted": int(predicted[i]),
-                   "probability": float(proba[i, predicted[i]]), "loss": float(losses[i])} for i in worst]
+                   "probability": float(confidence[i]), "loss": float(losses[i])} for i in worst]
 
     off = cm.copy()
     np.fill_diagonal(off, 0)

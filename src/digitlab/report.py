@@ -32,8 +32,8 @@ class ModelResult:
     images: np.ndarray  # the test images, for the top-loss grid
 
 
-def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
-                       data_dir: str | None = None) -> ModelResult:
+def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
+                       download: bool | None = None) -> ModelResult:
     """Loads a model directory and evaluates it on the test split of `dataset`.
 
     Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
@@ -46,7 +46,7 @@ def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
     metrics_path = directory / "metrics.json"
     if dataset is None:
         dataset = read_json(metrics_path).get("dataset", "mnist") if metrics_path.is_file() else "mnist"
-    images, labels = load(dataset, "test", data_dir)
+    images, labels = load(dataset, "test", data_dir, download)
     interp, speed = evaluate_model(model, images, labels, get(dataset).classes)
     return ModelResult(directory, model.family, dataset, interp, speed, model.history, model.n_parameters(), images)
 
@@ -173,6 +173,6 @@ def render(results: list[ModelResult]) -> str:
 
 
 def write_report(directories: list[str | os.PathLike], out: str | os.PathLike, dataset: str | None = None,
-                 data_dir: str | None = None) -> Path:
-    results = [evaluate_directory(d, dataset, data_dir) for d in directories]
+                 data_dir: str | None = None, download: bool | None = None) -> Path:
+    results = [evaluate_directory(d, dataset, data_dir, download) for d in directories]
     return atomic_write_text(out, render(results))
