@@ -12,7 +12,7 @@ so a saved model loads and predicts without scikit-learn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class TunedMLPConfig(MLPConfig):
     patience: int = 5  # stop after this many epochs without a lower validation loss
     lr: float = 1e-3
     batch_size: int = 200
-    hidden: tuple[int, ...] = field(default=(200, 200))
 
 
 def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
@@ -68,6 +67,7 @@ class SklearnMLP(Classifier):
     def fit(self, x, y, x_val=None, y_val=None) -> SklearnMLP:
         est = self.estimator().fit(self.inputs(x), y)
         self.coefs, self.intercepts = est.coefs_, est.intercepts_
+        # scikit-learn's per-epoch loss: cross-entropy plus the L2 penalty, averaged over the batches.
         self.history = [{"epoch": i + 1, "train_loss": float(loss)} for i, loss in enumerate(est.loss_curve_)]
         if x_val is not None and len(x_val):
             proba = self.predict_proba(x_val)
