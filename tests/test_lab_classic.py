@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from digitlab import errors, models
-from digitlab.models.knn import deskew, nearest
+from digitlab.models.knn import deskew, nearest, smallest
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,12 @@ def test_nearest_is_exact_on_small_points():
     brute = ((queries[:, None, :] - points[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(idx, np.argsort(brute, axis=1)[:, :4])
     np.testing.assert_allclose(d, np.sort(brute, axis=1)[:, :4], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("columns", [2999, 20000])  # without and with the block-minimum shortcut
+def test_smallest_breaks_ties_by_lower_index(columns):
+    values = np.random.default_rng(columns).integers(0, 5, (30, columns)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(smallest(values, 7), np.argsort(values, axis=1, kind="stable")[:, :7])
 
 
 def test_deskew_straightens_a_slanted_bar():
