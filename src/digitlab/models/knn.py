@@ -6,7 +6,7 @@ neighbours vote weighted by 1/distance, with k picked on the validation split. F
 make it both faster and more accurate than the plain pixel distance.
 
 Distances use the BLAS identity ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, a block of queries at a
-time, and `argpartition` to find the k smallest without sorting 60,000 columns.
+time, and `smallest` to find the k smallest without sorting (or even partitioning) 60,000 columns.
 Weights are an npz file (the stored training set, plus the PCA basis for `knn-fast`); no pickle.
 """
 
