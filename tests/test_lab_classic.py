@@ -99,7 +99,7 @@ def test_mlp_sklearn_tuned_keeps_the_best_epoch(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("mlp-sklearn-tuned", max_iter=4).fit(x[:2500], y[:2500], x[2500:], y[2500:])
     assert len(model.history) == 4 and {"train_loss", "val_loss", "val_acc", "train_acc"} <= set(model.history[0])
-    best = min(model.history, key=lambda h: h["val_loss"])
+    best = max(model.history, key=lambda h: h["val_acc"])
     assert model.score(x[2500:], y[2500:]) == pytest.approx(best["val_acc"])
     assert model.score(xt, yt) > 0.85
     back = models.load(model.save(tmp_path / "m"))
