@@ -80,9 +80,8 @@ def _download(args: argparse.Namespace) -> bool | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import summary_text
+    from .evaluate import evaluate_directory, summary_text
     from .files import atomic_write_json, read_json
-    from .report import evaluate_directory
 
     result = evaluate_directory(args.model_dir, args.dataset, args.data_dir, _download(args))
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}

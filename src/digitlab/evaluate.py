@@ -3,13 +3,16 @@
 `interpret(proba, labels, classes)` returns an `Interpretation` (fastai's ClassificationInterpretation
 in spirit): accuracy, macro-F1, the classification report per class, the confusion matrix, the top
 losses and the most-confused pairs. `overfitting(history)` reads the training curves;
-`evaluate_model` also times the prediction (throughput).
+`evaluate_model` also times the prediction (throughput); `evaluate_directory` does it all for a
+saved model on a dataset's test split.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -103,6 +106,38 @@ def overfitting(history: list[dict], tolerance: float = 0.02) -> dict:
     verdict = (f"no overfitting: validation loss {val[-1]:.4f} at the last epoch, lowest {val[best]:.4f} "
                f"at epoch {best_epoch}")
     return {"overfitting": False, "from_epoch": None, "best_epoch": best_epoch, "verdict": verdict}
+
+
+@dataclass
+class ModelResult:
+    directory: Path
+    family: str
+    dataset: str
+    interp: Interpretation
+    speed: dict
+    history: list[dict]
+    n_parameters: int
+    images: np.ndarray  # the test images, for the top-loss grid
+
+
+def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
+                       download: bool | None = None) -> ModelResult:
+    """Loads a model directory and evaluates it on the test split of `dataset`.
+
+    Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
+    """
+    from . import models
+    from .data import get, load
+    from .files import read_json
+
+    directory = Path(directory)
+    model = models.load(directory)
+    metrics_path = directory / "metrics.json"
+    if dataset is None:
+        dataset = read_json(metrics_path).get("dataset", "mnist") if metrics_path.is_file() else "mnist"
+    images, labels = load(dataset, "test", data_dir, download)
+    interp, speed = evaluate_model(model, images, labels, get(dataset).classes)
+    return ModelResult(directory, model.family, dataset, interp, speed, model.history, model.n_parameters(), images)
 
 
 # ---------------------------------------------------------------------------- text

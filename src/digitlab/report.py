@@ -11,44 +11,12 @@ import base64
 import html
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .evaluate import Interpretation, evaluate_model, overfitting
-from .files import atomic_write_text, read_json
-
-
-@dataclass
-class ModelResult:
-    directory: Path
-    family: str
-    dataset: str
-    interp: Interpretation
-    speed: dict
-    history: list[dict]
-    n_parameters: int
-    images: np.ndarray  # the test images, for the top-loss grid
-
-
-def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
-                       download: bool | None = None) -> ModelResult:
-    """Loads a model directory and evaluates it on the test split of `dataset`.
-
-    Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
-    """
-    from . import models
-    from .data import get, load
-
-    directory = Path(directory)
-    model = models.load(directory)
-    metrics_path = directory / "metrics.json"
-    if dataset is None:
-        dataset = read_json(metrics_path).get("dataset", "mnist") if metrics_path.is_file() else "mnist"
-    images, labels = load(dataset, "test", data_dir, download)
-    interp, speed = evaluate_model(model, images, labels, get(dataset).classes)
-    return ModelResult(directory, model.family, dataset, interp, speed, model.history, model.n_parameters(), images)
+from .evaluate import Interpretation, ModelResult, evaluate_directory, overfitting
+from .files import atomic_write_text
 
 
 def _figure_png(fig) -> str:
