@@ -122,6 +122,69 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("lr-find", parents=[common], help="LR range test: plot loss against learning rate")
     p.add_argument("--out", default="lr-find.png", help="plot file (default lr-find.png)")
     p.set_defaults(func=cmd_lr_find)
+# ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
+def _download(args: argparse.Namespace) -> bool | None:
+    return False if args.no_download else None  # None: download unless DIGITLAB_OFFLINE is set
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_directory, summary_text
+    from .files import atomic_write_json, read_json
+
+    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir, _download(args))
+    metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
+    path = Path(args.model_dir) / "metrics.json"
+    atomic_write_json(path, {**(read_json(path) if path.is_file() else {}), **metrics})
+    if args.json:
+        print(json.dumps({"model": result.family, **metrics}))
+    else:
+        print(f"{result.family} on {result.dataset} test: accuracy {result.interp.accuracy:.2%}, "
+              f"macro-F1 {result.interp.macro_f1:.4f}, {result.speed['images_per_second']:,.0f} images/s\n")
+        print(summary_text(result.interp))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir, _download(args))
+    print(f"report -> {path}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
+                           _download(args), log=lambda line: print(line, file=sys.stderr))
+    print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
+    print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
+    return 0
+
+
+def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("evaluate", parents=[data_dir], help="test-set metrics of a trained model")
+    p.add_argument("model_dir")
+    p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+    p = commands.add_parser("report", parents=[data_dir], help="one self-contained HTML report of models")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
+    p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
+    p.add_argument("--out", default="report.html")
+    p.set_defaults(func=cmd_report)
+    p = commands.add_parser("benchmark", parents=[data_dir], help="train, evaluate and compare model families")
+    p.add_argument("--models", default="knn,mlp-sklearn,mlp,cnn,resnet34", help="comma-separated families")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--out", default="benchmark", help="folder for the models, benchmark.json and benchmark.md")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
+    p.set_defaults(func=cmd_benchmark)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -152,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
     add_train_commands(commands, data_dir)
+    add_lab_classic_commands(commands, data_dir)
     return parser
 
 

@@ -17,6 +17,10 @@ FAMILIES: dict[str, str] = {
     "mlp": "mlp:MLP",
     "cnn": "cnn:CNN",
     "resnet34": "resnet:ResNet34",
+    "knn": "knn:KNN",
+    "knn-fast": "knn:KNNFast",
+    "mlp-sklearn": "sklearn_mlp:SklearnMLP",
+    "mlp-sklearn-tuned": "sklearn_mlp:TunedSklearnMLP",
 }
 
 

@@ -12,6 +12,7 @@ int64 [N]; it scales the pixels itself. A trained model is a directory:
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ModelError
-from ..files import atomic_write_json, read_json
+from ..files import atomic_write_bytes, atomic_write_json, read_json
 
 
 class Classifier:
@@ -88,3 +89,22 @@ def read_model_config(directory: Path) -> dict:
     except (ValueError, KeyError, TypeError):
         raise ModelError(f"{path}: not a digitlab model config") from None
     return config
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Writes arrays as one npz file, atomically (the weights format of the non-PyTorch models)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(directory: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of `directory/weights.npz`, or a ModelError saying what is wrong."""
+    path = directory / "weights.npz"
+    if not path.is_file():
+        raise ModelError(f"{directory}: weights.npz missing")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in names}
+    except (KeyError, ValueError, OSError) as e:
+        raise ModelError(f"{path}: not a valid weights file ({e})") from None
