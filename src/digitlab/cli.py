@@ -72,6 +72,29 @@ def _image_format(path: str) -> str:
     return formats[suffix]
 
 
+# ---------------------------------------------------------------------------- own model: export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(args.model_dir, out=args.out, quantize=args.quantize, bundle=args.bundle)
+    from .infer import read_card
+
+    card = read_card(path)
+    print(f"{args.model_dir} -> {path} ({path.stat().st_size / 1e3:.0f} kB, {card['format']}); "
+          f"test accuracy {card['test']['accuracy']:.4f}; card {path.with_suffix('.json')}, {path.with_suffix('.md')}")
+    return 0
+
+
+def add_own_model_commands(commands) -> None:
+    p = commands.add_parser("export", help="export a trained neural model to ONNX with its model card")
+    p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
+    p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
+    p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab")
+    p.set_defaults(func=cmd_export)
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitlab", description=__doc__.splitlines()[0])
@@ -99,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
+    add_own_model_commands(commands)
     return parser
 
 

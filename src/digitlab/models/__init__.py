@@ -15,6 +15,8 @@ from .base import Classifier, read_model_config
 # registry name -> "module:Class"
 FAMILIES: dict[str, str] = {
     "cnn": "cnn:CNN",
+    "fast": "fast:Fast",
+    "best": "best:Best",
 }
 
 
