@@ -12,7 +12,6 @@ from torch import nn
 
 from ..train import to_tensor
 from .fast import fit_fast
-
 from .neural import NeuralClassifier, NeuralConfig
 
 

@@ -54,8 +54,10 @@ class Fast(NeuralClassifier):
 
 
 def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callbacks: list[Callback] = ()) -> None:
-    """Trains `model.net` on normalized tensors (random affine augmentation if `augment`). Callbacks see `batch`, `n_batches`, `epoch`, `net`
-    and may add the seconds they spend to `paused` so that `train_time` leaves them out."""
+    """Trains `model.net` on normalized tensors (random affine augmentation if `augment`).
+
+    Callbacks see `batch`, `n_batches`, `epoch`, `net` and may add the seconds they spend to `paused`
+    so that `train_time` leaves them out."""
     cfg = model.config
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -66,13 +68,14 @@ def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callback
     scheduler = make_scheduler(optimizer, cfg, state.n_batches)
     generator = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    for state.epoch in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        state.epoch = epoch
         order = torch.randperm(len(x), generator=generator)
         xs, ys = x[order].contiguous(memory_format=torch.channels_last), y[order]
         net.train()
         total = 0.0
-        for state.batch in range(1, state.n_batches + 1):
-            start = (state.batch - 1) * cfg.batch_size
+        for batch in range(state.n_batches):
+            state.batch, start = batch + 1, batch * cfg.batch_size
             xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
             if cfg.augment:
                 xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=torch.channels_last)
@@ -88,7 +91,7 @@ def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callback
                 cb.on_batch_end(state)
             net.train()
         state.train_time = time.perf_counter() - t0 - state.paused
-        model.history.append({"epoch": state.epoch + 1, "train_loss": float(total) / len(x),
+        model.history.append({"epoch": epoch + 1, "train_loss": float(total) / len(x),
                               "time": state.train_time})
     net.eval()
     model.fast_train_time = state.train_time
