@@ -8,6 +8,8 @@ writes its test-set figures to metrics.json. The bundled model is rebuilt with:
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -49,7 +51,8 @@ def main() -> None:
     predicted = model.predict(x_test)
     per_class = {str(c): float((predicted[y_test == c] == c).mean()) for c in range(10)}
     metrics = {"test_accuracy": float((predicted == y_test).mean()), "train_time_s": model.fast_train_time,
-               "fit_wall_s": wall, "per_class_recall": per_class, "n_parameters": model.n_parameters()}
+               "fit_wall_s": wall, "per_class_recall": per_class, "n_parameters": model.n_parameters(),
+               "command": shlex.join(["python", "scripts/train_own.py", *sys.argv[1:]])}
     atomic_write_json(f"{args.out}/metrics.json", metrics)
     print(f"{args.family} seed {args.seed}: test accuracy {metrics['test_accuracy']:.4f}, "
           f"trained in {model.fast_train_time:.1f}s -> {args.out}")

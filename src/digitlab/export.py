@@ -50,7 +50,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         train_images, _ = load("mnist", "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
         onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], MNIST_MEAN, MNIST_STD))
-    card = make_card(model, model_dir, onnx_bytes, quantize, (MNIST_MEAN, MNIST_STD))
+    card = make_card(model, model_dir, onnx_bytes, quantize, (MNIST_MEAN, MNIST_STD), bundle)
     x_test, y_test = load("mnist", "test")
     atomic_write_bytes(out, embed_card(onnx_bytes, card))
     atomic_write_json(out.with_suffix(".json"), card)  # infer reads the sidecar first
@@ -110,7 +110,8 @@ def embed_card(onnx_bytes: bytes, card: dict) -> bytes:
     return proto.SerializeToString()
 
 
-def make_card(model, model_dir: Path, onnx_bytes: bytes, quantize: str | None, norm: tuple[float, float]) -> dict:
+def make_card(model, model_dir: Path, onnx_bytes: bytes, quantize: str | None, norm: tuple[float, float],
+              bundle: bool = False) -> dict:
     import torch
 
     from .files import read_json
@@ -130,8 +131,9 @@ def make_card(model, model_dir: Path, onnx_bytes: bytes, quantize: str | None, n
         "config": {k: v for k, v in model.config.__dict__.items()},
         "training_data": "MNIST training set, all 60,000 images (no validation hold-out; the test set "
                          "is only used for the figures below)",
-        "command": f"python scripts/train_own.py {model.family} --seed {seed} --out {model_dir} && "
-                   f"digitlab export {model_dir}" + (" --quantize int8" if quantize else "") + " --bundle",
+        "command": metrics.get("command", f"python scripts/train_own.py {model.family} --seed {seed} --out {model_dir}")
+                   + f" && digitlab export {model_dir}" + (" --quantize int8" if quantize else "")
+                   + (" --bundle" if bundle else ""),
         "seed": seed,
         "train_time_s": metrics.get("train_time_s"),
         "pytorch_test_accuracy": metrics.get("test_accuracy"),
