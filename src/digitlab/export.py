@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import os
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from .errors import ModelError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .infer import BUNDLED, OnnxModel
 
-OPSET = 17
+OPSET = 18
 
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
@@ -69,11 +69,12 @@ def to_onnx(net) -> bytes:
     import torch
 
     net = net.eval().float().to(memory_format=torch.contiguous_format)
-    buf = io.BytesIO()
-    torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), buf, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                      dynamo=False)
-    return buf.getvalue()
+    with warnings.catch_warnings():  # torch.export's own deprecation notices, nothing the user can act on
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), input_names=["image"],
+                                    output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    opset_version=OPSET, dynamo=True, verbose=False)
+    return program.model_proto.SerializeToString()
 
 
 def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
