@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
 import platform
 import tempfile
@@ -69,7 +70,9 @@ def to_onnx(net) -> bytes:
     import torch
 
     net = net.eval().float().to(memory_format=torch.contiguous_format)
-    with warnings.catch_warnings():  # torch.export's own deprecation notices, nothing the user can act on
+    # torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts on
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
