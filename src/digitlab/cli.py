@@ -185,6 +185,27 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
     p.set_defaults(func=cmd_benchmark)
+# ---------------------------------------------------------------------------- own model: export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(args.model_dir, out=args.out, quantize=args.quantize, bundle=args.bundle)
+    from .infer import read_card
+
+    card = read_card(path)
+    print(f"{args.model_dir} -> {path} ({path.stat().st_size / 1e3:.0f} kB, {card['format']}); "
+          f"test accuracy {card['test']['accuracy']:.4f}; card {path.with_suffix('.json')}, {path.with_suffix('.md')}")
+    return 0
+
+
+def add_own_model_commands(commands) -> None:
+    p = commands.add_parser("export", help="export a trained neural model to ONNX with its model card")
+    p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
+    p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
+    p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab")
+    p.set_defaults(func=cmd_export)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -216,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_show)
     add_train_commands(commands, data_dir)
     add_lab_classic_commands(commands, data_dir)
+    add_own_model_commands(commands)
     return parser
 
 

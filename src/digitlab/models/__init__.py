@@ -21,6 +21,8 @@ FAMILIES: dict[str, str] = {
     "knn-fast": "knn:KNNFast",
     "mlp-sklearn": "sklearn_mlp:SklearnMLP",
     "mlp-sklearn-tuned": "sklearn_mlp:TunedSklearnMLP",
+    "fast": "fast:Fast",
+    "best": "best:Best",
 }
 
 

@@ -1,0 +1,27 @@
+"""digitlab's own models: `fast` learns in one short run, `best` trains with augmentation, both round-trip."""
+
+import numpy as np
+
+from digitlab.models import create, load
+
+
+def test_fast_learns_on_10k_images(mnist, tmp_path):
+    (x, y), (x_test, y_test) = mnist
+    model = create("fast", seed=1, threads=1, epochs=2)
+    model.fit(x[:10000], y[:10000])
+    assert 10_000 < model.n_parameters() < 50_000
+    accuracy = model.score(x_test[:5000], y_test[:5000])
+    assert accuracy > 0.95, accuracy
+    assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]
+    again = load(model.save(tmp_path / "fast"))
+    assert np.array_equal(again.predict(x_test[:500]), model.predict(x_test[:500]))
+
+
+def test_best_trains_with_augmentation(mnist):
+    (x, y), (x_test, y_test) = mnist
+    model = create("best", seed=0, threads=1, epochs=1, batch_size=64)
+    assert model.config.augment > 0 and model.config.label_smoothing > 0
+    model.fit(x[:2000], y[:2000])
+    proba = model.predict_proba(x_test[:1000])
+    assert proba.shape == (1000, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert (proba.argmax(1) == y_test[:1000]).mean() > 0.5  # 31 steps from scratch: far above chance
