@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from corpus import make_corpus  # noqa: E402
-
 from digitlab import reader  # noqa: E402
 from digitlab.data import load, train_val_split  # noqa: E402
 from digitlab.files import atomic_write_json, read_json  # noqa: E402

@@ -133,7 +133,8 @@ def render(ink: np.ndarray, rng: np.random.Generator, canvas: tuple[int, int] | 
         light = 1 - rng.uniform(0.1, 0.45) * (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
         if style == "photo" and rng.random() < 0.6:  # a soft shadow across part of the sheet
             edge = rng.uniform(0.2, 0.8)
-            shadow = 1 - rng.uniform(0.15, 0.35) / (1 + np.exp(-(xx * np.cos(angle + 1) + yy * np.sin(angle + 1) - edge) * 25))
+            across = xx * np.cos(angle + 1) + yy * np.sin(angle + 1) - edge
+            shadow = 1 - rng.uniform(0.15, 0.35) / (1 + np.exp(-across * 25))
             light = light * shadow
         img = img * light[..., None]
         if style == "photo":

@@ -147,21 +147,28 @@ def dark_ink(gray: np.ndarray) -> bool:
     from it furthest (light smoothing first, so one bright noise pixel does not decide)."""
     h, w = gray.shape
     ring = max(1, min(h, w) // 50)
-    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(),
+                             gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
     paper = float(np.median(border))
     smooth = ndimage.uniform_filter(gray, 3) if min(h, w) >= 9 else gray
     return paper - float(smooth.min()) > float(smooth.max()) - paper
 
 
-def flatten_background(x: np.ndarray) -> np.ndarray:
-    """Subtract a morphological opening (the ink-free brightness of the paper) from bright-ink x.
-    An opening keeps smooth lighting (a linear ramp exactly) and removes anything narrower than
-    its window; a third of the shorter side is wider than any stroke of a digit that fills it."""
-    h, w = x.shape
+def flatten_background(gray: np.ndarray, dark: bool) -> np.ndarray:
+    """Ink-bright image with the paper's uneven brightness divided (dark ink) or subtracted (light ink)
+    out. The paper is estimated by a morphological closing (opening for light ink), which keeps
+    smooth lighting (a linear ramp exactly) and removes anything narrower than its window; a third
+    of the shorter side is wider than any stroke of a digit that fills the image. Light falling on
+    paper multiplies the ink's contrast too, hence the division."""
+    h, w = gray.shape
     size = max(3, min(h, w) // 3)
-    background = ndimage.grey_opening(x, size=(size, size))
-    background = ndimage.uniform_filter(background, size=max(1, size // 2))
-    return np.clip(x - np.minimum(background, x), 0.0, None)
+    # odd reflection continues a lighting ramp past the border, so the edges get no false ink
+    padded = np.clip(np.pad(gray, size, mode="reflect", reflect_type="odd"), 0.0, 1.0)
+    morph = ndimage.grey_closing if dark else ndimage.grey_opening
+    level = ndimage.uniform_filter(morph(padded, size=(size, size)), size=max(1, size // 2))[size:-size, size:-size]
+    if dark:
+        return np.clip(1.0 - gray / np.maximum(level, np.maximum(gray, 0.05)), 0.0, 1.0)
+    return np.clip(gray - np.minimum(level, gray), 0.0, None)
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -213,9 +220,8 @@ def ink_map(image, config: PreprocessConfig | None = None) -> np.ndarray:
     """Any image -> float32 [H, W] with paper 0 and ink up to 1. Raises NoDigitError when blank."""
     c = config or PreprocessConfig()
     gray = limit_size(to_gray(load_image(image)))
-    x = 1.0 - gray if c.polarity and dark_ink(gray) else gray
-    if c.flatten_background:
-        x = flatten_background(x)
+    dark = c.polarity and dark_ink(gray)
+    x = flatten_background(gray, dark) if c.flatten_background else 1.0 - gray if dark else gray
     if c.threshold:
         x = stretch_contrast(x, c.min_contrast)
     else:

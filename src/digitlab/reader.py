@@ -163,14 +163,14 @@ class _Scorer:
         return self.cache[(left, right)]
 
 
-def cut_candidates(profile: np.ndarray, low: int, high: int, spacing: int, stroke: float,
+def cut_candidates(profile: np.ndarray, low: int, high: int, spacing: int, most: float,
                    count: int = 4) -> list[int]:
-    """Columns where the ink is thinnest, at least `spacing` apart, crossing about one stroke only:
-    touching digits meet in one stroke, while a cut through one digit (a 0, a wide 5) crosses two."""
+    """Columns where the ink is thinnest, at least `spacing` apart, holding at most `most` ink:
+    touching digits meet in about one stroke, while a cut through one digit (a 0, a wide 5) crosses two."""
     smooth = np.convolve(profile, np.ones(3) / 3, mode="same")
     cuts: list[int] = []
     for c in np.argsort(smooth[low:high], kind="stable") + low:
-        if smooth[c] > 1.8 * stroke:
+        if smooth[c] > most:
             break
         if all(abs(int(c) - d) >= spacing for d in cuts):
             cuts.append(int(c))
@@ -194,7 +194,7 @@ def best_split(score: _Scorer, left: int, right: int, depth: int = 0) -> tuple[f
     if width < 0.9 * height or depth >= 4 or high <= low:
         return best
     profile = score.ink[:, left:right].sum(axis=0)
-    for cut in cut_candidates(profile, low, high, max(1, height // 6), stroke_width(score.ink)):
+    for cut in cut_candidates(profile, low, high, max(1, height // 6), 1.8 * stroke_width(score.ink)):
         a = best_split(score, left, left + cut, depth + 1)
         b = best_split(score, left + cut, right, depth + 1)
         if a[1] and b[1] and a[0] + b[0] > best[0]:
