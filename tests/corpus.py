@@ -39,7 +39,7 @@ def _ellipse(cx, cy, rx, ry, t0, t1, n=24):
 # strokes in a unit box, x right, y down; angles in degrees with -90 at the top
 TEMPLATES = {
     0: [_ellipse(0.5, 0.5, 0.3, 0.45, 0, 360)],
-    1: [[(0.38, 0.2), (0.55, 0.04), (0.5, 0.96)]],
+    1: [[(0.55, 0.04), (0.5, 0.96)]],  # drawn_digit adds the flag half of the time
     2: [_ellipse(0.5, 0.3, 0.28, 0.25, -180, 20) + [(0.22, 0.95), (0.82, 0.95)]],
     3: [_ellipse(0.48, 0.27, 0.25, 0.23, -160, 90) + _ellipse(0.48, 0.72, 0.28, 0.23, -90, 160)],
     4: [[(0.66, 0.96), (0.62, 0.04), (0.18, 0.66), (0.86, 0.66)]],
@@ -59,7 +59,10 @@ def drawn_digit(digit: int, size: int, rng: np.random.Generator, width: float | 
     canvas = Image.new("L", (size * scale, size * scale), 0)
     draw = ImageDraw.Draw(canvas)
     margin = 0.08
-    for stroke in TEMPLATES[digit]:
+    strokes = TEMPLATES[digit]
+    if digit == 1 and rng.random() < 0.5:  # the flag many people write
+        strokes = [[(0.38, 0.2)] + strokes[0]]
+    for stroke in strokes:
         pts = np.array(stroke) + rng.normal(0, 0.012, (len(stroke), 2))
         x = 0.5 + (pts[:, 0] - 0.5) * squeeze + slant * (0.5 - pts[:, 1])
         y = pts[:, 1]

@@ -186,3 +186,9 @@ def test_missing_file_error_names_it(tmp_path):
 def test_resize_only_baseline_is_just_a_squash():
     out = resize_only(u8(on_canvas(digit_ink())))
     assert out.shape == (28, 28) and out.mean() > 128  # white paper stays white: nothing clever
+
+
+def test_a_far_away_smudge_does_not_shrink_the_digit(reference):
+    canvas = on_canvas(digit_ink(), shape=(400, 500), at=(50, 60))
+    canvas[360:372, 470:485] = 0.0  # a dark smudge in the far corner, bigger than a speck
+    assert similar(preprocess(u8(canvas)), reference) > 0.9

@@ -216,6 +216,34 @@ def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:
     return np.where(keep[labels], x, 0.0).astype(np.float32)
 
 
+def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
+    """Only the largest ink blob and the blobs near it (within `reach` of its size): one digit in a
+    picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
+    labels, n = ndimage.label(x > 0, structure=np.ones((3, 3)))
+    if n <= 1:
+        return x
+    boxes = ndimage.find_objects(labels)
+    mass = ndimage.sum_labels(x, labels, index=np.arange(1, n + 1))
+    main = int(np.argmax(mass))
+    keep = {main}
+    top, bottom = boxes[main][0].start, boxes[main][0].stop
+    left, right = boxes[main][1].start, boxes[main][1].stop
+    grown = True
+    while grown:
+        grown = False
+        margin = reach * max(bottom - top, right - left)
+        for i, (rows, cols) in enumerate(boxes):
+            if i in keep:
+                continue
+            if (rows.start < bottom + margin and rows.stop > top - margin
+                    and cols.start < right + margin and cols.stop > left - margin):
+                keep.add(i)
+                top, bottom = min(top, rows.start), max(bottom, rows.stop)
+                left, right = min(left, cols.start), max(right, cols.stop)
+                grown = True
+    return np.where(np.isin(labels, [i + 1 for i in keep]), x, 0.0).astype(np.float32)
+
+
 def ink_map(image, config: PreprocessConfig | None = None) -> np.ndarray:
     """Any image -> float32 [H, W] with paper 0 and ink up to 1. Raises NoDigitError when blank."""
     c = config or PreprocessConfig()
@@ -326,7 +354,9 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None) -> np
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
     """Any image holding one digit -> uint8 [28, 28]. Raises NoDigitError for a blank image."""
-    return normalize_digit(ink_map(image, config), config)
+    c = config or PreprocessConfig()
+    x = ink_map(image, c)
+    return normalize_digit(main_cluster(x) if c.remove_specks else x, c)
 
 
 to_mnist = preprocess  # the name data.load_folder uses

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import NoDigitError
-from .preprocess import PreprocessConfig, ink_map, normalize_digit, stroke_width
+from .preprocess import PreprocessConfig, ink_map, normalize_digit, preprocess, stroke_width
 
 _BUNDLED = None
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
@@ -27,7 +27,7 @@ _BUNDLED = None
 DIGIT_COST = 1.5
 WIDTH_COST = 4.0
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
-MAX_FILL, MAX_STROKE = 0.25, 3.2  # see looks_like_a_digit
+MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
 
 def get_model(model=None):
@@ -108,7 +108,7 @@ def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessC
     `min_confidence` ("unsure")."""
     model = get_model(model)
     try:
-        x28 = normalize_digit(ink_map(image, config), config)
+        x28 = preprocess(image, config)
     except NoDigitError:
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None}
     p = calibrated_proba(model, x28[None])[0]
