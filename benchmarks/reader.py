@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from corpus import make_corpus  # noqa: E402
 from digitlab import reader  # noqa: E402
-from digitlab.data import load, train_val_split  # noqa: E402
+from digitlab.data import load  # noqa: E402
 from digitlab.files import atomic_write_json, read_json  # noqa: E402
 from digitlab.preprocess import PreprocessConfig, resize_only  # noqa: E402
 
@@ -47,19 +47,19 @@ def main() -> None:
 
     model = reader.get_model(args.model)
     t0 = time.perf_counter()
-    (_, _), (xv, yv) = train_val_split(*load("mnist", "train"), val_size=5000, seed=0)
     xt, yt = load("mnist", "test")
 
-    # -- calibration: T fitted on the validation split, ECE measured on the test split
-    raw_val, raw_test = model.predict_proba(xv), model.predict_proba(xt)
-    temperature = reader.fit_temperature(raw_val, yv)
-    model.card["temperature"] = temperature
-    cal_test = reader.apply_temperature(raw_test, temperature)
-    clean_acc = float((raw_test.argmax(1) == yt).mean())
+    # -- calibration: T fitted on one half of MNIST test (a model may have trained on all of MNIST
+    # train), ECE measured on the other half; the rest of the benchmark runs with the fitted T
+    raw = model.predict_proba(xt, temperature=1.0)
+    fit, held = np.arange(len(xt)) % 2 == 0, np.arange(len(xt)) % 2 == 1
+    temperature = reader.fit_temperature(raw[fit], yt[fit])
+    model.temperature = temperature
+    clean_acc = float((raw.argmax(1) == yt).mean())
     print(f"model: {args.model or 'bundled'}   clean MNIST test accuracy {pct(clean_acc)}")
-    print(f"temperature {temperature:.3f} (fitted on 5,000 validation images)   ECE (15 bins) on MNIST test: "
-          f"before {pct(reader.expected_calibration_error(raw_test, yt))}, "
-          f"after {pct(reader.expected_calibration_error(cal_test, yt))}")
+    print(f"temperature {temperature:.3f} (fitted on the 5,000 even-numbered MNIST test images)   ECE (15 bins) "
+          f"on the 5,000 odd-numbered: before (T=1) {pct(reader.expected_calibration_error(raw[held], yt[held]))}, "
+          f"after {pct(reader.expected_calibration_error(reader.apply_temperature(raw[held], temperature), yt[held]))}")
     if args.save_temperature and args.model:
         card_path = Path(args.model).with_suffix(".json")
         card = read_json(card_path) if card_path.is_file() else {}

@@ -15,6 +15,7 @@ def train_tiny_onnx(images: np.ndarray, labels: np.ndarray, path: Path, n: int =
     import torch
     from torch import nn
 
+    from digitlab.files import atomic_write_json
     from digitlab.train import MNIST_MEAN, MNIST_STD, Learner, TrainConfig, to_tensor
 
     torch.manual_seed(seed)
@@ -26,15 +27,10 @@ def train_tiny_onnx(images: np.ndarray, labels: np.ndarray, path: Path, n: int =
     config = TrainConfig(epochs=2, batch_size=128, lr=4e-3, augment=0.7, seed=seed, channels_last=False)
     Learner(net, config).fit(to_tensor(images[:n]), torch.from_numpy(labels[:n]))
 
-    class Pixels(nn.Module):  # takes 0-255 pixel values, like the bundled model's interface
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net((x / 255.0 - MNIST_MEAN) / MNIST_STD)
-
-    model = Pixels(net.eval()).eval()
-    torch.onnx.export(model, torch.zeros(1, 1, 28, 28), str(path), input_names=["image"], output_names=["logits"],
+    net = net.eval()
+    torch.onnx.export(net, torch.zeros(1, 1, 28, 28), str(path), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    atomic_write_json(path.with_suffix(".json"), {
+        "name": "reader test model", "input": "uint8 [N, 28, 28], ink bright; infer normalizes",
+        "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD}, "temperature": 1.0, "train_images": n})
     return path

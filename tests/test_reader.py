@@ -127,15 +127,14 @@ def test_temperature_is_fitted_and_lowers_ece():
     assert after < 0.02 < before
 
 
-def test_card_temperature_is_applied(model):
-    class Sharp:
-        card = {"temperature": 2.0}
+def test_model_applies_its_temperature(model_path, mnist):
+    from digitlab.infer import OnnxModel
 
-        def predict_proba(self, x):
-            return np.tile(np.array([[0.9] + [0.1 / 9] * 9], np.float32), (len(x), 1))
-
-    p = reader.calibrated_proba(Sharp(), np.zeros((1, 28, 28), np.uint8))[0]
-    assert abs(p[0] - 0.5) < 1e-3 and abs(p.sum() - 1) < 1e-5  # 0.9^(1/2) vs 9 * (0.1/9)^(1/2)
+    (_, _), (x, _) = mnist
+    plain = OnnxModel(model_path, temperature=1.0).predict_proba(x[:50])
+    softened = OnnxModel(model_path, temperature=2.0).predict_proba(x[:50])
+    assert np.allclose(softened, reader.apply_temperature(plain, 2.0), atol=1e-4)
+    assert softened.max(axis=1).mean() < plain.max(axis=1).mean()
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -4,7 +4,8 @@ The model sees only what `preprocess` makes of the image. A row of digits is cut
 connected components; pieces that overlap horizontally are one digit drawn in several strokes (the
 hat of a 5, a 4 in two strokes), and a blob too wide for one digit is tried at several cut points,
 keeping the reading the model is most confident in. Confidence is temperature-scaled (the model
-card's `temperature`, fitted by `fit_temperature` on held-out data), so 0.9 means right 9 times in 10.
+card's `temperature`, fitted by `fit_temperature` on held-out data, applied by `infer.OnnxModel`),
+so 0.9 means right about 9 times in 10.
 No torch here: the model is any object with `predict_proba(uint8 [N, 28, 28]) -> [N, 10]`.
 """
 
@@ -56,7 +57,8 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def calibrated_proba(model, images: np.ndarray) -> np.ndarray:
-    return apply_temperature(model.predict_proba(images), float(getattr(model, "card", {}).get("temperature", 1.0)))
+    """The model's probabilities; an `infer.OnnxModel` divides its logits by its card's temperature."""
+    return model.predict_proba(images)
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
