@@ -189,6 +189,8 @@ def test_predict_blank_is_null_label(model_path, capsys, tmp_path):
     code, out = run_cli(["predict", str(path), "--json", "--model", str(model_path)], capsys)
     record = json.loads(out)
     assert code == 0 and record["label"] is None and record["status"] == "no digit"
+    code, out = run_cli(["predict", str(path), "--model", str(model_path)], capsys)
+    assert code == 0 and out == f"{path}: no digit\n"
 
 
 def test_predict_reads_stdin_without_importing_torch(files, model_path):
