@@ -45,3 +45,7 @@ class ImageError(DigitlabError):
 
 class ModelError(DigitlabError):
     """A model directory or file is missing, incomplete or incompatible."""
+
+
+class NoDigitError(ImageError):
+    """The image is blank or holds nothing that stands out from the background."""

@@ -1,0 +1,216 @@
+"""The reader on realistic generated images: single digits, rows of digits, blanks, confidence, CLI."""
+
+import io
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import digitlab
+from corpus import make_corpus, mnist_digit, render
+from digitlab import cli, reader
+from digitlab.infer import ASSETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_path(mnist, tmp_path_factory) -> Path:
+    """The bundled model, or (until one is bundled) a small CNN trained here in well under a minute."""
+    bundled = ASSETS / "digit-model.onnx"
+    if bundled.is_file():
+        return bundled
+    from reader_model import train_tiny_onnx
+
+    (x, y), _ = mnist
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train_tiny_onnx(x, y, tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def model(model_path):
+    return reader.get_model(model_path)
+
+
+@pytest.fixture(scope="session")
+def corpus(mnist):
+    (_, _), (x, y) = mnist
+    return make_corpus(x, y, n_single=80, n_strings=20, n_touching=0, n_blank=15, n_other=0, seed=7)
+
+
+@pytest.fixture(scope="session")
+def files(corpus, tmp_path_factory) -> Path:
+    """A folder of image files: singles at the top, rows in a subfolder, one damaged file."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "rows").mkdir()
+    for i, s in enumerate(corpus[:4] + [c for c in corpus if c.kind == "string"][:2]):
+        ext = {b"\x89P": "png", b"\xff\xd8": "jpg", b"BM": "bmp", b"GI": "gif", b"RI": "webp"}[s.data[:2]]
+        folder = root / "rows" if s.kind == "string" else root
+        (folder / f"{i}-{s.truth}.{ext}").write_bytes(s.data)
+    return root
+
+
+def test_single_digits_in_realistic_images(corpus, model):
+    singles = [s for s in corpus if s.kind == "single"]
+    got = [reader.classify(s.data, model)["label"] for s in singles]
+    accuracy = np.mean([g == int(s.truth) for g, s in zip(got, singles, strict=True)])
+    assert accuracy >= 0.9, accuracy
+
+
+def test_blank_canvases_are_no_digit_never_a_class(corpus, model):
+    for s in (s for s in corpus if s.kind == "blank"):
+        result = reader.classify(s.data, model)
+        assert result["label"] is None and result["status"] == "no digit"
+        assert reader.read(s.data, model).text == ""
+
+
+def test_rows_of_digits_read_left_to_right(corpus, model):
+    rows = [s for s in corpus if s.kind == "string"]
+    readings = [reader.read(s.data, model) for s in rows]
+    exact = np.mean([r.text == s.truth for r, s in zip(readings, rows, strict=True)])
+    assert exact >= 0.7, exact
+    for r in readings:
+        lefts = [d.box[0] for d in r.digits]
+        assert lefts == sorted(lefts)
+        assert all(d.box[0] < d.box[2] and d.box[1] < d.box[3] for d in r.digits)
+
+
+def test_a_number_written_as_one_image(mnist, model):
+    """'19978' written on one sheet of paper: five digits come out, in order."""
+    (_, _), (x, y) = mnist
+    rng = np.random.default_rng(3)
+    pieces = [mnist_digit(x[np.flatnonzero(y == int(d))[0]], 80, rng) for d in "19978"]
+    gap = np.zeros((80, 25), np.float32)
+    ink = np.hstack([np.hstack([p, gap]) for p in pieces])
+    data, _ = render(ink, rng, canvas=(200, ink.shape[1] + 60), style="paper")
+    reading = reader.read(data, model)
+    assert reading.text == "19978"
+    assert len(reading.digits) == 5 and all(d.confidence > 0.5 for d in reading.digits)
+
+
+def test_min_confidence_abstains(corpus, model):
+    row = next(s for s in corpus if s.kind == "string")
+    assert "?" not in reader.read(row.data, model).text
+    unsure = reader.read(row.data, model, min_confidence=1.01)
+    assert unsure.text == "?" * len(unsure.digits) and all(d.label is None for d in unsure.digits)
+    single = next(s for s in corpus if s.kind == "single")
+    assert reader.classify(single.data, model, min_confidence=1.01)["status"] == "unsure"
+
+
+def test_api_accepts_path_bytes_pil_and_numpy(files, model_path):
+    path = next(files.glob("0-*"))
+    data = path.read_bytes()
+    image = Image.open(io.BytesIO(data))
+    results = [digitlab.classify(src, model=model_path) for src in (path, str(path), data, image, np.asarray(image))]
+    assert len({r["label"] for r in results}) == 1 and results[0]["label"] is not None
+    assert np.allclose([r["confidence"] for r in results], results[0]["confidence"], atol=1e-4)
+    assert digitlab.read(data, model=model_path).text == str(results[0]["label"])
+
+
+def test_temperature_is_fitted_and_lowers_ece():
+    """Labels drawn from softmax(z), a model reporting softmax(3 z): T = 3 undoes the overconfidence."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, (20000, 10))
+    true_p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    labels = np.array([rng.choice(10, p=p) for p in true_p])
+    overconfident = np.exp(3 * z) / np.exp(3 * z).sum(1, keepdims=True)
+    t = reader.fit_temperature(overconfident, labels)
+    assert 2.7 < t < 3.3
+    before = reader.expected_calibration_error(overconfident, labels)
+    after = reader.expected_calibration_error(reader.apply_temperature(overconfident, t), labels)
+    assert after < 0.02 < before
+
+
+def test_model_applies_its_temperature(model_path, mnist):
+    from digitlab.infer import OnnxModel
+
+    (_, _), (x, _) = mnist
+    plain = OnnxModel(model_path, temperature=1.0).predict_proba(x[:50])
+    softened = OnnxModel(model_path, temperature=2.0).predict_proba(x[:50])
+    assert np.allclose(softened, reader.apply_temperature(plain, 2.0), atol=1e-4)
+    assert softened.max(axis=1).mean() < plain.max(axis=1).mean()
+
+
+# ---------------------------------------------------------------------------- CLI
+def run_cli(args, capsys):
+    code = cli.main(args)
+    out = capsys.readouterr().out
+    return code, out
+
+
+def test_predict_json_on_a_folder_recursively(files, model_path, capsys):
+    code, out = run_cli(["predict", str(files), "--json", "--model", str(model_path)], capsys)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(records) == 6
+    for r in records:
+        assert set(r) >= {"file", "label", "confidence", "probabilities"}
+        assert r["label"] is None or 0 <= r["label"] <= 9
+        assert r["label"] is None or abs(sum(r["probabilities"]) - 1) < 1e-2
+    singles = [r for r in records if "/rows/" not in r["file"]]
+    right = [r["label"] == int(Path(r["file"]).stem.split("-")[1]) for r in singles]
+    assert sum(right) >= 3
+
+
+def test_predict_multi_and_explain(files, model_path, capsys, tmp_path):
+    rows = sorted((files / "rows").iterdir())
+    code, out = run_cli(["predict", *map(str, rows), "--json", "--multi", "--explain", str(tmp_path / "ex"),
+                         "--model", str(model_path)], capsys)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(records) == 2
+    for r, path in zip(records, rows, strict=True):
+        assert len(r["digits"]) == len(r["text"]) and r["text"].replace("?", "").isdigit()
+        assert all(set(d) == {"label", "confidence", "box"} for d in r["digits"])
+        assert len(r["text"]) == len(path.stem.split("-")[1])
+    written = sorted((tmp_path / "ex").glob("*.png"))
+    assert len(written) == sum(len(r["digits"]) for r in records)
+    assert np.asarray(Image.open(written[0])).shape == (28, 28)
+
+
+def test_predict_unreadable_file_reports_error_and_exit_1(files, model_path, capsys, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    good = next(files.glob("0-*"))
+    code, out = run_cli(["predict", str(bad), str(good), "--json", "--model", str(model_path)], capsys)
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert code == 1
+    assert first["file"] == str(bad) and "not a readable image" in first["error"] and "label" not in first
+    assert second["file"] == str(good) and second["label"] is not None
+
+
+def test_predict_blank_is_null_label(model_path, capsys, tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("RGBA", (200, 100), (0, 0, 0, 0)).save(path)
+    code, out = run_cli(["predict", str(path), "--json", "--model", str(model_path)], capsys)
+    record = json.loads(out)
+    assert code == 0 and record["label"] is None and record["status"] == "no digit"
+    code, out = run_cli(["predict", str(path), "--model", str(model_path)], capsys)
+    assert code == 0 and out == f"{path}: no digit\n"
+
+
+def test_predict_reads_stdin_without_importing_torch(files, model_path):
+    """A real process: `digitlab predict -` on piped bytes, and torch never imported on that path."""
+    data = next(files.glob("0-*")).read_bytes()
+    probe = ("import runpy, sys; sys.argv = ['digitlab', 'predict', '-', '--json', '--model', sys.argv[1]]\n"
+             "from digitlab.cli import main\ncode = main(sys.argv[1:])\n"
+             "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(code)")
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", probe, str(model_path)], input=data, capture_output=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    record = json.loads(done.stdout)
+    assert record["file"] == "-" and record["label"] is not None
+
+
+def test_classify_api_does_not_import_torch(files, model_path):
+    probe = ("import sys, digitlab\nr = digitlab.classify(sys.argv[1], model=sys.argv[2])\n"
+             "assert r['label'] is not None\nassert 'torch' not in sys.modules")
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", probe, str(next(files.glob("0-*"))), str(model_path)],
+                          capture_output=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
