@@ -72,6 +72,31 @@ def _image_format(path: str) -> str:
     return formats[suffix]
 
 
+# ---------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import make_server
+
+    server = make_server(args.host, args.port, model=args.model)
+    host, port = server.server_address[:2]
+    print(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /api/predict, /api/read",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def add_serve_commands(commands) -> None:
+    p = commands.add_parser("serve", help="REST API and web drawing pad")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--model", help="an ONNX model file (default: the bundled model)")
+    p.set_defaults(func=cmd_serve)
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitlab", description=__doc__.splitlines()[0])
@@ -99,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
+    add_serve_commands(commands)
     return parser
 
 
