@@ -281,6 +281,29 @@ def add_predict_commands(commands) -> None:
     p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.set_defaults(func=cmd_predict)
+# ---------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import make_server
+
+    server = make_server(args.host, args.port, model=args.model)
+    host, port = server.server_address[:2]
+    print(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /api/predict, /api/read",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def add_serve_commands(commands) -> None:
+    p = commands.add_parser("serve", help="REST API and web drawing pad")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--model", help="an ONNX model file (default: the bundled model)")
+    p.set_defaults(func=cmd_serve)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -314,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lab_classic_commands(commands, data_dir)
     add_own_model_commands(commands)
     add_predict_commands(commands)
+    add_serve_commands(commands)
     return parser
 
 
