@@ -141,3 +141,13 @@ def test_benchmark_unknown_family_fails_clearly(tmp_path, capsys):
     assert main(["benchmark", "--models", "knn,no-such-model", "--out", str(tmp_path / "b")]) == 1
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # failed before training anything
+
+
+def test_evaluate_bundled_measures_its_card(capsys):
+    """`digitlab evaluate bundled`: the shipped model scores exactly what its model card says."""
+    from digitlab.infer import bundled
+
+    assert main(["evaluate", "bundled", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(bundled().card["test"]["accuracy"], abs=1e-9)
+    assert result["accuracy"] >= 0.9965

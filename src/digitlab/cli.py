@@ -136,7 +136,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_directory(args.model_dir, args.dataset, args.data_dir, _download(args))
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
-    atomic_write_json(path, {**(read_json(path) if path.is_file() else {}), **metrics})
+    if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
+        atomic_write_json(path, {**(read_json(path) if path.is_file() else {}), **metrics})
     if args.json:
         print(json.dumps({"model": result.family, **metrics}))
     else:
@@ -168,7 +169,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("evaluate", parents=[data_dir], help="test-set metrics of a trained model")
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help='a model folder, an exported .onnx file, or "bundled"')
     p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

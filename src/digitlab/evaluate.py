@@ -122,22 +122,35 @@ class ModelResult:
 
 def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
                        download: bool | None = None) -> ModelResult:
-    """Loads a model directory and evaluates it on the test split of `dataset`.
+    """Loads a model and evaluates it on the test split of `dataset`.
 
-    Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
+    `directory` is a model directory, an exported `.onnx` file, or "bundled" (the model shipped with
+    digitlab). Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
     """
-    from . import models
     from .data import get, load
     from .files import read_json
 
     directory = Path(directory)
-    model = models.load(directory)
+    model, family, history, n_parameters = _load_any(directory)
     metrics_path = directory / "metrics.json"
     if dataset is None:
         dataset = read_json(metrics_path).get("dataset", "mnist") if metrics_path.is_file() else "mnist"
     images, labels = load(dataset, "test", data_dir, download)
     interp, speed = evaluate_model(model, images, labels, get(dataset).classes)
-    return ModelResult(directory, model.family, dataset, interp, speed, model.history, model.n_parameters(), images)
+    return ModelResult(directory, family, dataset, interp, speed, history, n_parameters, images)
+
+
+def _load_any(target: Path) -> tuple[object, str, list[dict], int]:
+    """(model, family, history, parameter count) of a model directory, an .onnx file or "bundled"."""
+    if target.suffix == ".onnx" or (str(target) == "bundled" and not target.exists()):
+        from .infer import OnnxModel, bundled
+
+        model = bundled() if str(target) == "bundled" else OnnxModel(target)
+        return model, model.card.get("family", "onnx"), [], int(model.card.get("n_parameters", 0))
+    from . import models
+
+    model = models.load(target)
+    return model, model.family, model.history, model.n_parameters()
 
 
 # ---------------------------------------------------------------------------- text
