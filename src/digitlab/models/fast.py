@@ -1,4 +1,4 @@
-"""`fast`: a 1.7M multiply-add conv net that reaches 99% on MNIST in one CPU epoch.
+"""`fast`: a 1.7M multiply-add conv net that reaches about 99% on MNIST in one CPU epoch.
 
 The recipe of the GPU speed records, scaled to a CPU: three conv-BN-ReLU-pool stages (16, 32, 48
 channels), the whole training set as one channels-last tensor, batches of 128, SGD with Nesterov
