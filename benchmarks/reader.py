@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 from corpus import make_corpus  # noqa: E402
 from digitlab import reader  # noqa: E402
 from digitlab.data import load  # noqa: E402
-from digitlab.files import atomic_write_json, read_json  # noqa: E402
+from digitlab.files import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 from digitlab.preprocess import PreprocessConfig, resize_only  # noqa: E402
 
 
@@ -62,8 +62,14 @@ def main() -> None:
           f"after {pct(reader.expected_calibration_error(reader.apply_temperature(raw[held], temperature), yt[held]))}")
     if args.save_temperature and args.model:
         card_path = Path(args.model).with_suffix(".json")
-        card = read_json(card_path) if card_path.is_file() else {}
-        atomic_write_json(card_path, {**card, "temperature": temperature})
+        card = {**(read_json(card_path) if card_path.is_file() else {}), "temperature": round(temperature, 4),
+                "calibration": "temperature fitted (NLL) on the even-numbered MNIST test images; ECE (15 bins) "
+                               "measured on the odd-numbered ones by benchmarks/reader.py"}
+        atomic_write_json(card_path, card)
+        if "test" in card:  # a full digitlab card: keep its Markdown twin in step
+            from digitlab.export import card_markdown
+
+            atomic_write_text(card_path.with_suffix(".md"), card_markdown(card))
         print(f"temperature written to {card_path}")
 
     samples = make_corpus(xt, yt, n_single=args.singles, n_strings=args.strings, n_touching=args.strings // 2,

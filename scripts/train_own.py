@@ -3,6 +3,10 @@ writes its test-set figures to metrics.json. The bundled model is rebuilt with:
 
     python scripts/train_own.py best --seed 0 --out runs/best
     digitlab export runs/best --bundle
+
+`ensemble --members DIR...` combines models trained this way (averaged probabilities):
+
+    python scripts/train_own.py ensemble --members runs/best runs/best-s1 runs/best-s2 --out runs/ensemble
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 import numpy as np
 
 from digitlab.data import load
-from digitlab.files import atomic_write_json
+from digitlab.files import atomic_write_json, read_json
 from digitlab.models import create
 from digitlab.train import Callback
 
@@ -34,7 +38,8 @@ class Progress(Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=["fast", "best"])
+    parser.add_argument("family", choices=["fast", "best", "ensemble"])
+    parser.add_argument("--members", nargs="+", help="ensemble: trained model directories to combine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the family's default")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (1 is faster on a busy machine)")
@@ -42,11 +47,22 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {"seed": args.seed, "threads": args.threads, **({"epochs": args.epochs} if args.epochs else {})}
     (x, y), (x_test, y_test) = load("mnist", "train"), load("mnist", "test")
-    model = create(args.family, **overrides)
-    model.callbacks.append(Progress())
-    t0 = time.perf_counter()
-    model.fit(x, y)
-    wall = time.perf_counter() - t0
+    if args.family == "ensemble":
+        from digitlab.models import load as load_model
+        from digitlab.models.ensemble import Ensemble
+
+        if not args.members:
+            parser.error("ensemble needs --members DIR [DIR ...]")
+        model = Ensemble.of([load_model(d) for d in args.members])
+        model.fast_train_time = wall = sum(read_json(f"{d}/metrics.json")["train_time_s"] for d in args.members)
+        for directory, member in zip(args.members, model.members, strict=True):
+            print(f"member {directory}: test accuracy {member.score(x_test, y_test):.4f}")
+    else:
+        model = create(args.family, **overrides)
+        model.callbacks.append(Progress())
+        t0 = time.perf_counter()
+        model.fit(x, y)
+        wall = time.perf_counter() - t0
     model.save(args.out)
     predicted = model.predict(x_test)
     per_class = {str(c): float((predicted[y_test == c] == c).mean()) for c in range(10)}

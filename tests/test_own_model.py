@@ -25,3 +25,15 @@ def test_best_trains_with_augmentation(mnist):
     proba = model.predict_proba(x_test[:1000])
     assert proba.shape == (1000, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert (proba.argmax(1) == y_test[:1000]).mean() > 0.5  # 31 steps from scratch: far above chance
+
+
+def test_ensemble_averages_its_members_and_round_trips(tmp_path, mnist):
+    (x, y), (x_test, y_test) = mnist
+    ensemble = create("ensemble", family="fast", members=2, seed=3).fit(x[:3000], y[:3000])
+    assert [m.config.seed for m in ensemble.members] == [3, 4]
+    proba = ensemble.predict_proba(x_test[:500])
+    expected = (ensemble.members[0].predict_proba(x_test[:500]) + ensemble.members[1].predict_proba(x_test[:500])) / 2
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    assert ensemble.score(x_test[:500], y_test[:500]) > 0.85
+    back = load(ensemble.save(tmp_path / "ens"))
+    np.testing.assert_array_equal(back.predict_proba(x_test[:500]), proba)

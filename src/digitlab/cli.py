@@ -7,6 +7,7 @@ Heavy modules (torch, sklearn) are imported inside the commands that need them, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
-                           _download(args), log=lambda line: print(line, file=sys.stderr))
+                           log=lambda line: print(line, file=sys.stderr))
     print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
     print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
     return 0
@@ -183,7 +184,8 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--out", default="benchmark", help="folder for the models, benchmark.json and benchmark.md")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N training images only (the test split is always whole)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
     p.set_defaults(func=cmd_benchmark)
 # ---------------------------------------------------------------------------- own model: export
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "no_download", False):
+        os.environ["DIGITLAB_OFFLINE"] = "1"  # every data.load of this command stays local
     try:
         return args.func(args)
     except DigitlabError as e:

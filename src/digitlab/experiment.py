@@ -84,20 +84,20 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     config.update(dataset=dataset, seed=seed, train_images=len(x), val_images=len(x_val))
     atomic_write_json(out / "config.json", config)
 
-    t0 = time.perf_counter()
-    test_accuracy = model.score(x_test, y_test)
-    predict_s = time.perf_counter() - t0
+    from .evaluate import evaluate_model
+
+    interp, speed = evaluate_model(model, x_test, y_test, data.get(dataset).classes)
     # For neural models: time inside the training loop (summed over resumed sessions), no validation.
     train_time = sum(h.get("time", 0.0) for h in model.history) if model.history else fit_wall
     epochs = len(model.history) or 1
     metrics = {
         "family": family, "dataset": dataset, "seed": seed,
-        "test_accuracy": test_accuracy, "val_accuracy": model.score(x_val, y_val),
+        "test_accuracy": interp.accuracy, "val_accuracy": model.score(x_val, y_val),
         "train_accuracy_last_epoch": model.history[-1]["train_acc"] if model.history else None,
         "train_time_s": round(train_time, 2), "fit_wall_s": round(fit_wall, 2),
         "train_images_per_s": round(len(x) * epochs / train_time, 1) if train_time else None,
-        "test_predict_s": round(predict_s, 2), "epochs": epochs, "train_images": len(x),
-        "n_parameters": model.n_parameters(),
+        "test_predict_s": round(speed["predict_seconds"], 2), "epochs": epochs, "train_images": len(x),
+        "n_parameters": model.n_parameters(), **speed, **interp.to_dict(),
     }
     if getattr(model, "lr_finder", None):
         metrics["lr_finder_suggestion"] = model.lr_finder["suggestion"]

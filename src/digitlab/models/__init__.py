@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {
     "mlp-sklearn-tuned": "sklearn_mlp:TunedSklearnMLP",
     "fast": "fast:Fast",
     "best": "best:Best",
+    "ensemble": "ensemble:Ensemble",
 }
 
 
