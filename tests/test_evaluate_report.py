@@ -128,7 +128,7 @@ def test_benchmark_smoke(tmp_path, capsys):
                  "--out", str(out)]) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert [r["model"] for r in result["summary"]] == ["knn", "mlp-sklearn"]
-    assert result["train_images"] == 900 and result["val_images"] == 100 and result["test_images"] == 1000
+    assert result["train_images"] == 900 and result["val_images"] == 100 and result["test_images"] == 10000
     knn = result["summary"][0]
     assert knn["reference"] == 96.88 and 0.75 < knn["accuracy"] < 0.97 and knn["file_bytes"] > 900 * 784
     assert result["runs"][1]["config"]["max_iter"] == 2

@@ -29,7 +29,7 @@ def test_best_trains_with_augmentation(mnist):
 
 def test_ensemble_averages_its_members_and_round_trips(tmp_path, mnist):
     (x, y), (x_test, y_test) = mnist
-    ensemble = create("ensemble", family="fast", members=2, seed=3).fit(x[:3000], y[:3000])
+    ensemble = create("ensemble", family="fast", members=2, seed=3).fit(x[:12000], y[:12000])
     assert [m.config.seed for m in ensemble.members] == [3, 4]
     proba = ensemble.predict_proba(x_test[:500])
     expected = (ensemble.members[0].predict_proba(x_test[:500]) + ensemble.members[1].predict_proba(x_test[:500])) / 2

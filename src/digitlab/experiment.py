@@ -93,7 +93,7 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     metrics = {
         "family": family, "dataset": dataset, "seed": seed,
         "test_accuracy": interp.accuracy, "val_accuracy": model.score(x_val, y_val),
-        "train_accuracy_last_epoch": model.history[-1]["train_acc"] if model.history else None,
+        "train_accuracy_last_epoch": model.history[-1].get("train_acc") if model.history else None,
         "train_time_s": round(train_time, 2), "fit_wall_s": round(fit_wall, 2),
         "train_images_per_s": round(len(x) * epochs / train_time, 1) if train_time else None,
         "test_predict_s": round(speed["predict_seconds"], 2), "epochs": epochs, "train_images": len(x),
