@@ -66,7 +66,9 @@ def load_image(src) -> Image.Image | np.ndarray:
             image = Image.open(src)
             image.seek(0)  # first frame of a GIF / multi-page TIFF
             image.load()
-        except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as e:
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a readable image (unknown or unsupported format)") from None
+        except (OSError, ValueError, EOFError, SyntaxError) as e:
             raise ImageError(f"{name}: not a readable image ({e})") from None
     try:
         return ImageOps.exif_transpose(image)
