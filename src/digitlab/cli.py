@@ -33,7 +33,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
     ds = get(args.name)
     for split in ds.files:
-        images, labels = load(args.name, split, args.data_dir, download=not args.no_download)
+        images, labels = load(args.name, split, args.data_dir)
         counts = np.bincount(labels, minlength=len(ds.classes))
         print(f"{split:<5} {len(images):>6} images {images.shape[1]}x{images.shape[2]}  "
               f"per class: {' '.join(str(c) for c in counts)}")
@@ -47,7 +47,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     from .data import get, load
     from .files import atomic_write_bytes
 
-    images, labels = load(args.name, args.split, args.data_dir, download=not args.no_download)
+    images, labels = load(args.name, args.split, args.data_dir)
     if not 0 <= args.index < len(images):
         raise DigitlabError(f"--index {args.index} out of range: {args.split} has {len(images)} images")
     image = Image.fromarray(images[args.index])
@@ -124,17 +124,13 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="lr-find.png", help="plot file (default lr-find.png)")
     p.set_defaults(func=cmd_lr_find)
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
-def _download(args: argparse.Namespace) -> bool | None:
-    return False if args.no_download else None  # None: download unless DIGITLAB_OFFLINE is set
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate import evaluate_directory, summary_text
     from .files import atomic_write_json, read_json
 
-    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir, _download(args))
+    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir)
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
@@ -151,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir, _download(args))
+    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0
 
