@@ -12,7 +12,7 @@ import hashlib
 import os
 import sys
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class Dataset:
     system_dirs: tuple[str, ...] = ()
     label_column: int | None = None  # QMNIST's labels are rows of metadata; column 0 is the digit
     homepage: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 DIGITS = tuple("0123456789")

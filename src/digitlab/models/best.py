@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..train import to_tensor
-from .fast import fit_fast
+from .fast import conv_bn, fit_fast
 from .neural import NeuralClassifier, NeuralConfig
 
 
@@ -27,10 +27,6 @@ class BestConfig(NeuralConfig):
     widths: tuple[int, int, int] = (24, 48, 96)
     dropout: float = 0.1
     bf16: bool = True
-
-
-def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 class Best(NeuralClassifier):

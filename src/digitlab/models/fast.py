@@ -34,9 +34,10 @@ class FastConfig(NeuralConfig):
     bf16: bool = True  # autocast the forward pass to bfloat16
 
 
-def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    """3x3 conv (no bias: batch norm has one), batch norm, ReLU, 2x2 max-pool."""
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+def conv_bn(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
+    """3x3 conv (no bias: batch norm has one), batch norm, ReLU, and a 2x2 max-pool if `pool`."""
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return layers + [nn.MaxPool2d(2)] if pool else layers
 
 
 class Fast(NeuralClassifier):
@@ -45,8 +46,8 @@ class Fast(NeuralClassifier):
 
     def build(self) -> nn.Module:
         a, b, c = self.config.widths
-        return nn.Sequential(*conv_bn(1, a), *conv_bn(a, b), *conv_bn(b, c),  # 28 -> 14 -> 7 -> 3
-                             nn.Flatten(), nn.Linear(c * 3 * 3, 10))
+        return nn.Sequential(*conv_bn(1, a, pool=True), *conv_bn(a, b, pool=True),  # 28 -> 14 -> 7
+                             *conv_bn(b, c, pool=True), nn.Flatten(), nn.Linear(c * 3 * 3, 10))  # -> 3
 
     def fit(self, x, y, x_val=None, y_val=None) -> Fast:
         fit_fast(self, to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64)), self.callbacks)
