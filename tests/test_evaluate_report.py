@@ -128,13 +128,20 @@ def test_benchmark_smoke(tmp_path, capsys):
                  "--out", str(out)]) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert [r["model"] for r in result["summary"]] == ["knn", "mlp-sklearn"]
-    assert result["train_images"] == 900 and result["val_images"] == 100 and result["test_images"] == 10000
-    knn = result["summary"][0]
-    assert knn["reference"] == 96.88 and 0.75 < knn["accuracy"] < 0.97 and knn["file_bytes"] > 900 * 784
-    assert result["runs"][1]["config"]["max_iter"] == 2
+    knn, mlp = result["runs"]
+    assert result["test_images"] == 10000
+    assert (knn["train_images"], knn["val_images"]) == (1000, 0)  # nearest neighbours keep every image
+    assert (mlp["train_images"], mlp["val_images"]) == (900, 100)
+    assert knn["reference"] == 96.88 and 0.75 < knn["accuracy"] < 0.97 and knn["file_bytes"] >= 1000 * 784
+    assert mlp["config"]["max_iter"] == 2
     table = (out / "benchmark.md").read_text()
     assert "| knn | 96.88% |" in table and "images/s" in table
     assert json.loads((out / "knn" / "metrics.json").read_text())["dataset"] == "mnist"
+
+    # Re-running one family replaces its row and keeps the others.
+    assert main(["benchmark", "--models", "knn", "--limit", "500", "--out", str(out)]) == 0
+    result = json.loads((out / "benchmark.json").read_text())
+    assert [(r["model"], r["train_images"]) for r in result["runs"]] == [("mlp-sklearn", 900), ("knn", 500)]
 
 
 def test_benchmark_unknown_family_fails_clearly(tmp_path, capsys):

@@ -48,7 +48,8 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
                   seeds: tuple[int, ...] = (0,), limit: int | None = None, epochs_scale: float = 1.0,
                   data_dir: str | None = None, log=print) -> dict:
     """Every family in `names`, for every seed: train (on at most `limit` images), evaluate on the
-    full test split, and write benchmark.json and benchmark.md into `out`."""
+    full test split, and write benchmark.json and benchmark.md into `out`. Rows of other families
+    already in `out/benchmark.json` (same dataset) are kept, so one family can be re-run alone."""
     from . import models
     from .data import load
 
@@ -63,10 +64,13 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
             row = run_one(name, seed, dataset, out, epochs_scale, limit, data_dir)
             log(f"{name} (seed {seed}): test accuracy {row['accuracy']:.2%}, {row['train_seconds']:.1f}s training")
             runs.append(row)
-    first = runs[0]
-    result = {"dataset": dataset, **{k: first[k] for k in ("train_images", "val_images", "test_images")},
-              "seeds": list(seeds), "epochs_scale": epochs_scale, "machine": machine(), "runs": runs,
-              "summary": summarize(runs)}
+    previous = out / "benchmark.json"
+    if previous.is_file():
+        old = read_json(previous)
+        if old.get("dataset") == dataset:
+            runs = [r for r in old["runs"] if r["model"] not in names] + runs
+    result = {"dataset": dataset, "test_images": runs[0]["test_images"], "seeds": list(seeds),
+              "epochs_scale": epochs_scale, "machine": machine(), "runs": runs, "summary": summarize(runs)}
     atomic_write_json(out / "benchmark.json", result)
     atomic_write_text(out / "benchmark.md", markdown(result))
     return result
@@ -82,22 +86,23 @@ def summarize(runs: list[dict]) -> list[dict]:
                      "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
                      **{k: float(np.mean([r[k] for r in mine]))
                         for k in ("macro_f1", "train_seconds", "images_per_second")},
-                     "n_parameters": mine[0]["n_parameters"], "file_bytes": mine[0]["file_bytes"]})
+                     "n_parameters": mine[0]["n_parameters"], "file_bytes": mine[0]["file_bytes"],
+                     "train_images": mine[0]["train_images"]})
     return rows
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Dataset: {result['dataset']} ({result['train_images']} train, {result['val_images']} validation, "
-             f"{result['test_images']} test images), seeds {result['seeds']}, machine: {result['machine']}", "",
-             "| model | reference | test accuracy | macro-F1 | training time (s) | prediction (images/s) "
-             "| parameters | model file |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"Dataset: {result['dataset']} ({result['test_images']} test images), seeds {result['seeds']}, "
+             f"machine: {result['machine']}. Models that hold out a validation split train on the rest.", "",
+             "| model | reference | test accuracy | macro-F1 | training images | training time (s) "
+             "| prediction (images/s) | parameters | model file |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["summary"]:
         ref = f"{r['reference']:.2f}%" if r["reference"] is not None else "-"
         spread = f" ± {100 * r['accuracy_std']:.2f}" if r["seeds"] > 1 else ""
         lines.append(f"| {r['model']} | {ref} | {100 * r['accuracy']:.2f}%{spread} | {r['macro_f1']:.4f} "
-                     f"| {r['train_seconds']:.1f} | {r['images_per_second']:,.0f} | {r['n_parameters']:,} "
-                     f"| {r['file_bytes'] / 1e6:.2f} MB |")
+                     f"| {r['train_images']:,} | {r['train_seconds']:.1f} | {r['images_per_second']:,.0f} "
+                     f"| {r['n_parameters']:,} | {r['file_bytes'] / 1e6:.2f} MB |")
     return "\n".join(lines) + "\n"
 
 

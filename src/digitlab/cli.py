@@ -83,9 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size)
     if m.get("lr_finder_suggestion"):
         print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
-    print(f"{args.model} on {args.dataset}: val accuracy {m['val_accuracy']:.4f}  "
-          f"test accuracy {m['test_accuracy']:.4f}  ({m['train_time_s']:.1f}s training, "
-          f"{m['train_images_per_s'] or 0:.0f} images/s)")
+    val = f"val accuracy {m['val_accuracy']:.4f}  " if m["val_accuracy"] is not None else ""
+    print(f"{args.model} on {args.dataset}: {val}test accuracy {m['test_accuracy']:.4f}  "
+          f"({m['train_time_s']:.1f}s training, {m['train_images_per_s'] or 0:.0f} images/s)")
     print(f"saved to {out}")
     return 0
 

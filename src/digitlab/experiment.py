@@ -65,7 +65,10 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         model = make_model(family, seed, **settings)
     images, labels = limit_train(*data.load(dataset, "train", data_dir), limit)
     x_test, y_test = data.load(dataset, "test", data_dir)
-    (x, y), (x_val, y_val) = holdout(images, labels, seed)
+    if model.holdout:
+        (x, y), (x_val, y_val) = holdout(images, labels, seed)
+    else:
+        (x, y), (x_val, y_val) = (images, labels), (images[:0], labels[:0])
 
     neural = hasattr(model, "callbacks")
     if neural:
@@ -92,7 +95,7 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     epochs = len(model.history) or 1
     metrics = {
         "family": family, "dataset": dataset, "seed": seed,
-        "test_accuracy": interp.accuracy, "val_accuracy": model.score(x_val, y_val),
+        "test_accuracy": interp.accuracy, "val_accuracy": model.score(x_val, y_val) if len(x_val) else None,
         "train_accuracy_last_epoch": model.history[-1].get("train_acc") if model.history else None,
         "train_time_s": round(train_time, 2), "fit_wall_s": round(fit_wall, 2),
         "train_images_per_s": round(len(x) * epochs / train_time, 1) if train_time else None,

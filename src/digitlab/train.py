@@ -38,6 +38,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
     bf16: bool = False  # bfloat16 autocast for the forward pass: ~2x faster convolutions on AVX-512 CPUs
+    device: str = "cpu"  # or "cuda": the data moves there once, batches are sliced there
 
 
 def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> torch.Tensor:
@@ -49,7 +50,7 @@ def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
 def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """Random rotation, scale, shear and shift of a batch, one grid_sample call."""
     n = x.shape[0]
-    rnd = torch.rand(n, 5, generator=generator) * 2 - 1
+    rnd = (torch.rand(n, 5, generator=generator) * 2 - 1).to(x.device)  # drawn on the CPU: same stream anywhere
     angle = rnd[:, 0] * math.radians(10) * strength
     scale = 1 + rnd[:, 1] * 0.1 * strength
     shear = rnd[:, 2] * 0.15 * strength
@@ -117,8 +118,10 @@ class Learner:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.net = self.net.to(cfg.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        x, y = x.to(cfg.device), y.to(cfg.device)
         self.n_batches = math.ceil(len(x) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.n_batches)
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is intended here
@@ -138,13 +141,13 @@ class Learner:
             t0 = time.perf_counter()
             total_loss, total_correct, seen = 0.0, 0, 0
             for self.batch, start in enumerate(range(0, len(x), cfg.batch_size), 1):
-                idx = order[start:start + cfg.batch_size]
+                idx = order[start:start + cfg.batch_size].to(cfg.device)
                 xb, yb = x[idx], y[idx]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator)
                 if cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = self.net(xb).float()
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -199,16 +202,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 @torch.no_grad()
 def predict_logits(net: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits on the CPU, computed wherever the network lives."""
     net.eval()
+    device = next(net.parameters()).device
     out = []
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].contiguous(memory_format=torch.channels_last)
-        out.append(net(xb))
+        xb = x[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        out.append(net(xb).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
 def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    logits = predict_logits(net, x)
+    logits, y = predict_logits(net, x), y.cpu()
     return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 
@@ -216,10 +221,13 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
             end_lr: float = 1.0, steps: int = 100) -> dict:
     """Leslie Smith's range test: raise the LR exponentially each batch, record the smoothed loss.
 
-    Suggests the LR at the steepest descent of the smoothed loss curve, limited to one tenth of the
-    LR at the minimum loss (fastai's two classic rules, the more cautious one wins).
+    Suggests a third of the LR at the minimum loss as the peak of a one-cycle schedule (Smith 2018:
+    the peak sits just below where the loss stops falling; the schedule spends little time there).
+    The classic rules for a constant LR -- a tenth of that, or the steepest descent -- are reported
+    too; on ResNet-34 they give 1e-3 and 2.3e-4, which leave one-cycle 0.1-0.4 point short in 5 epochs.
     """
     torch.manual_seed(config.seed)
+    net = net.to(config.device)
     optimizer = make_optimizer(net, replace(config, lr=start_lr))
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(config.seed)
@@ -230,9 +238,10 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, len(x), (config.batch_size,), generator=generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            logits = net(x[idx].contiguous(memory_format=torch.channels_last)).float()
-        loss = F.cross_entropy(logits, y[idx])
+        xb = x[idx].to(config.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = net(xb).float()
+        loss = F.cross_entropy(logits, y[idx].to(config.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -247,7 +256,7 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     slopes = np.gradient(arr, log_lrs) if len(arr) > 2 else np.zeros(1)
     steepest = lrs[int(np.argmin(slopes))]
     at_min = lrs[int(np.argmin(arr))]
-    return {"lrs": lrs, "losses": losses, "suggestion": float(min(steepest, at_min / 10)),
+    return {"lrs": lrs, "losses": losses, "suggestion": float(at_min / 3),
             "steepest": float(steepest), "min_loss_lr": float(at_min)}
 
 
@@ -286,7 +295,7 @@ def save_checkpoint(learner: Learner, directory: str | Path, extra: dict | None 
 
     directory = Path(directory)
     epoch = learner.epoch + 1
-    weights = {k: v.detach().contiguous() for k, v in learner.net.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in learner.net.state_dict().items()}
     tensors, state = _flatten_optimizer(learner.optimizer.state_dict())
     names = {"weights": f"weights-{epoch}.safetensors", "optimizer": f"optimizer-{epoch}.safetensors"}
     atomic_write_bytes(directory / names["weights"], save(weights))
@@ -342,7 +351,7 @@ def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]
     for index, values in state_dict["state"].items():
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous()
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{name}"] = value
     return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}

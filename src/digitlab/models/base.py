@@ -26,6 +26,9 @@ from ..files import atomic_write_bytes, atomic_write_json, read_json
 class Classifier:
     family: ClassVar[str]  # registry name, e.g. "knn", "cnn"
     Config: ClassVar[type]  # a dataclass of hyper-parameters, seed included
+    # Whether `digitlab train` holds out a validation split for it (curves, early stopping). Nearest
+    # neighbours memorise the training set: a hold-out only takes 5,000 images away from them.
+    holdout: ClassVar[bool] = True
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         config = config if config is not None else self.Config()

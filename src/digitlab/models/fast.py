@@ -63,7 +63,8 @@ def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callback
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    net = model.net = model.net.to(memory_format=torch.channels_last)
+    net = model.net = model.net.to(cfg.device, memory_format=torch.channels_last)
+    x, y = x.to(cfg.device), y.to(cfg.device)
     optimizer = make_optimizer(net, cfg)
     state = _State(net=net, n_batches=math.ceil(len(x) / cfg.batch_size))
     scheduler = make_scheduler(optimizer, cfg, state.n_batches)
@@ -71,7 +72,7 @@ def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callback
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         state.epoch = epoch
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(x), generator=generator).to(cfg.device)
         xs, ys = x[order].contiguous(memory_format=torch.channels_last), y[order]
         net.train()
         total = 0.0
@@ -80,7 +81,7 @@ def fit_fast(model: NeuralClassifier, x: torch.Tensor, y: torch.Tensor, callback
             xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
             if cfg.augment:
                 xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

@@ -107,6 +107,7 @@ class KNN(Classifier):
 
     family = "knn"
     Config = KNNConfig
+    holdout = False
 
     def fit(self, x, y, x_val=None, y_val=None) -> KNN:
         self.images = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), -1)
@@ -148,6 +149,7 @@ class KNNFastConfig:
 class KNNFast(Classifier):
     family = "knn-fast"
     Config = KNNFastConfig
+    holdout = False  # picks k on its own split of the training set, then memorises that split too
 
     def features(self, x: np.ndarray) -> np.ndarray:
         flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0

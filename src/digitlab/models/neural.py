@@ -85,7 +85,7 @@ class NeuralClassifier(Classifier):
     def save_weights(self, directory: Path) -> None:
         from safetensors.torch import save
 
-        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         atomic_write_bytes(directory / "weights.safetensors", save(state))
 
     def load_weights(self, directory: Path) -> None:

@@ -60,7 +60,7 @@ class SklearnMLP(Classifier):
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         x = deskew(np.asarray(x)) if self.config.deskew else np.asarray(x)
-        return x.reshape(len(x), -1).astype(np.float64) * self.config.scale
+        return x.reshape(len(x), -1).astype(np.float32) * np.float32(self.config.scale)
 
     def estimator(self, **kwargs):
         from sklearn.neural_network import MLPClassifier
