@@ -18,7 +18,6 @@ from torch import nn
 
 from digitlab.data import load
 from digitlab.models import create
-from digitlab.models.fast import fit_fast
 from digitlab.train import Callback, Learner, TrainConfig, predict_logits, to_tensor
 
 THRESHOLDS = (0.985, 0.990, 0.995)
@@ -56,6 +55,9 @@ class EvalEvery(Callback):
         self.x_test, self.y_test, self.every, self.max_seconds = x_test, y_test, every, max_seconds
         self.points: list[tuple[float, float]] = []  # (training seconds, test accuracy)
         self.start, self.paused, self.next_eval = time.perf_counter(), 0.0, every
+
+    def on_train_begin(self, learner) -> None:
+        self.start = time.perf_counter()
 
     def train_seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused
@@ -101,7 +103,8 @@ def main() -> None:
         print(f"fast recipe (seed {seed}, {args.threads} threads)")
         fast = create("fast", seed=seed)
         fast_eval = EvalEvery(xv, yv, args.fast_every)
-        fit_fast(fast, xt, yt, [fast_eval])
+        fast.callbacks.append(fast_eval)
+        fast.fit(x, y)
         fast_eval.evaluate(fast.net, fast_eval.train_seconds())
         runs.append((seed, fast_eval))
     if len(runs) > 1:
@@ -117,7 +120,6 @@ def main() -> None:
     torch.manual_seed(args.seed)
     base_eval = EvalEvery(xv, yv, args.baseline_every, args.max_seconds)
     learner = Learner(ExamplesNet(), TrainConfig(**{**EXAMPLES_CONFIG.__dict__, "seed": args.seed}), [base_eval])
-    base_eval.start = time.perf_counter()
     try:
         learner.fit(xt, yt)
         capped = False

@@ -138,10 +138,13 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert "| knn | 96.88% |" in table and "images/s" in table
     assert json.loads((out / "knn" / "metrics.json").read_text())["dataset"] == "mnist"
 
-    # Re-running one family replaces its row and keeps the others.
+    # Re-running one family replaces its run and keeps the others; another seed adds a run.
     assert main(["benchmark", "--models", "knn", "--limit", "500", "--out", str(out)]) == 0
+    assert main(["benchmark", "--models", "knn", "--seeds", "1", "--limit", "500", "--out", str(out)]) == 0
     result = json.loads((out / "benchmark.json").read_text())
-    assert [(r["model"], r["train_images"]) for r in result["runs"]] == [("mlp-sklearn", 900), ("knn", 500)]
+    assert [(r["model"], r["seed"], r["train_images"]) for r in result["runs"]] == [
+        ("mlp-sklearn", 0, 900), ("knn", 0, 500), ("knn", 1, 500)]
+    assert result["summary"][1]["seeds"] == 2
 
 
 def test_benchmark_unknown_family_fails_clearly(tmp_path, capsys):

@@ -112,6 +112,10 @@ def test_lr_zero_runs_the_lr_finder_first(small):
     model = make_model("mlp", seed=0, epochs=1, lr=0).fit(x[:3000], y[:3000])
     assert model.config.lr_found and 1e-5 < model.config.lr < 1.0
     assert np.isfinite(model.lr_finder["losses"]).all() and len(model.lr_finder["lrs"]) > 20
+    # The peak of the one-cycle schedule: a third of the LR where the smoothed loss was lowest.
+    finder = model.lr_finder
+    assert finder["min_loss_lr"] == finder["lrs"][int(np.argmin(finder["losses"]))]
+    assert model.config.lr == pytest.approx(finder["min_loss_lr"] / 3)
     assert model.score(xt, yt) > 0.7  # 24 steps at the suggested LR; chance is 0.1
 
 

@@ -48,8 +48,8 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
                   seeds: tuple[int, ...] = (0,), limit: int | None = None, epochs_scale: float = 1.0,
                   data_dir: str | None = None, log=print) -> dict:
     """Every family in `names`, for every seed: train (on at most `limit` images), evaluate on the
-    full test split, and write benchmark.json and benchmark.md into `out`. Rows of other families
-    already in `out/benchmark.json` (same dataset) are kept, so one family can be re-run alone."""
+    full test split, and write benchmark.json and benchmark.md into `out`. Runs of other families or
+    seeds already in `out/benchmark.json` (same dataset) are kept: one family or seed can be added alone."""
     from . import models
     from .data import load
 
@@ -68,7 +68,8 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
     if previous.is_file():
         old = read_json(previous)
         if old.get("dataset") == dataset:
-            runs = [r for r in old["runs"] if r["model"] not in names] + runs
+            done = {(r["model"], r["seed"]) for r in runs}
+            runs = [r for r in old["runs"] if (r["model"], r["seed"]) not in done] + runs
     result = {"dataset": dataset, "test_images": runs[0]["test_images"], "seeds": list(seeds),
               "epochs_scale": epochs_scale, "machine": machine(), "runs": runs, "summary": summarize(runs)}
     atomic_write_json(out / "benchmark.json", result)

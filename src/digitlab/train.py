@@ -103,7 +103,10 @@ class Checkpoint(Callback):
 
 
 class Learner:
-    """Owns the training loop: model, optimizer, schedule, history."""
+    """Owns the training loop: model, optimizer, schedule, history.
+
+    Each epoch gathers the shuffled training set once and slices batches from it; the running loss
+    and accuracy stay tensors (no per-batch sync) until a callback reads them."""
 
     def __init__(self, net: nn.Module, config: TrainConfig, callbacks: list[Callback] | tuple = ()) -> None:
         self.net, self.config, self.callbacks = net, config, list(callbacks)
@@ -113,14 +116,21 @@ class Learner:
         self.scheduler = None
         self.train_time = 0.0
 
+    @property
+    def running_loss(self) -> float:
+        return float(self._loss_sum) / max(self._seen, 1)
+
+    @property
+    def running_acc(self) -> float:
+        return float(self._correct) / max(self._seen, 1)
+
     def fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None = None,
             y_val: torch.Tensor | None = None) -> list[dict]:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.net = self.net.to(cfg.device)
-        if cfg.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.net = self.net.to(cfg.device).to(memory_format=layout)
         x, y = x.to(cfg.device), y.to(cfg.device)
         self.n_batches = math.ceil(len(x) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.n_batches)
@@ -134,19 +144,17 @@ class Learner:
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
             # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
             epoch_seed = cfg.seed * 1000 + self.epoch
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed))
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed)).to(cfg.device)
             generator = torch.Generator().manual_seed(epoch_seed + 500)
             torch.manual_seed(epoch_seed + 700)
             self.net.train()
             t0 = time.perf_counter()
-            total_loss, total_correct, seen = 0.0, 0, 0
+            xs, ys = x[order].contiguous(memory_format=layout), y[order]
+            self._loss_sum, self._correct, self._seen = 0.0, 0, 0
             for self.batch, start in enumerate(range(0, len(x), cfg.batch_size), 1):
-                idx = order[start:start + cfg.batch_size].to(cfg.device)
-                xb, yb = x[idx], y[idx]
+                xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
                 if cfg.augment:
-                    xb = random_affine(xb, cfg.augment, generator)
-                if cfg.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                    xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = self.net(xb).float()
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
@@ -154,10 +162,9 @@ class Learner:
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
-                total_loss += loss.item() * len(idx)
-                total_correct += int((logits.argmax(1) == yb).sum())
-                seen += len(idx)
-                self.running_loss, self.running_acc = total_loss / seen, total_correct / seen
+                self._loss_sum += loss.detach() * len(yb)
+                self._correct += (logits.detach().argmax(1) == yb).sum()
+                self._seen += len(yb)
                 self._call("on_batch_end")
             elapsed = time.perf_counter() - t0
             self.train_time += elapsed
