@@ -1,8 +1,8 @@
 """Trains one of digitlab's own models (fast | best) on the full MNIST training set, saves it and
 writes its test-set figures to metrics.json. The bundled model is rebuilt with:
 
-    python scripts/train_own.py best --seed 0 --widths 24,48,96 --epochs 15 --out runs/best-w24
-    digitlab export runs/best-w24 --bundle
+    python scripts/train_own.py best --seed 0 --threads 2 --out runs/best
+    digitlab export runs/best --bundle
 
 `ensemble --members DIR...` combines models trained this way (averaged probabilities):
 

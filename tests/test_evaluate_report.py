@@ -161,3 +161,13 @@ def test_evaluate_bundled_measures_its_card(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == pytest.approx(bundled().card["test"]["accuracy"], abs=1e-9)
     assert result["accuracy"] >= 0.9965
+
+
+def test_benchmark_fashion_has_no_mnist_references(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--models", "knn", "--dataset", "fashion-mnist", "--limit", "500",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "benchmark.json").read_text())
+    assert result["dataset"] == "fashion-mnist" and result["summary"][0]["reference"] is None
+    assert 0.5 < result["summary"][0]["accuracy"] < 0.9  # far above chance (0.1), far below MNIST
+    assert "| knn | - |" in (out / "benchmark.md").read_text()

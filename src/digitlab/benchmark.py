@@ -14,8 +14,8 @@ import numpy as np
 
 from .files import atomic_write_json, atomic_write_text, read_json
 
-# Test accuracy (%) the study reports for a family; "-" where it gives none.
-REFERENCE = {"knn": 96.88, "mlp-sklearn": 89.06, "mlp": 97.72, "cnn": 99.4, "resnet34": 99.31}
+# Test accuracy (%) the study reports for a family on MNIST; "-" where it gives none.
+REFERENCE = {"mnist": {"knn": 96.88, "mlp-sklearn": 89.06, "mlp": 97.72, "cnn": 99.4, "resnet34": 99.31}}
 
 
 def weights_size(directory: Path) -> int:
@@ -36,7 +36,7 @@ def run_one(name: str, seed: int, dataset: str, out: Path, epochs_scale: float, 
     directory = out / name if seed == 0 else out / f"{name}-seed{seed}"
     m = train_run(name, directory, dataset, data_dir, seed=seed, limit=limit, progress=False, **overrides)
     config = read_json(directory / "config.json")
-    return {"model": name, "seed": seed, "directory": str(directory), "reference": REFERENCE.get(name),
+    return {"model": name, "seed": seed, "directory": str(directory), "reference": REFERENCE.get(dataset, {}).get(name),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n_incorrect": m["n_incorrect"],
             "train_seconds": m["fit_wall_s"], "images_per_second": m["images_per_second"],
             "n_parameters": m["n_parameters"], "file_bytes": weights_size(directory),
@@ -70,7 +70,7 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
         if old.get("dataset") == dataset:
             done = {(r["model"], r["seed"]) for r in runs}
             runs = [r for r in old["runs"] if (r["model"], r["seed"]) not in done] + runs
-    result = {"dataset": dataset, "test_images": runs[0]["test_images"], "seeds": list(seeds),
+    result = {"dataset": dataset, "test_images": runs[0]["test_images"], "seeds": sorted({r["seed"] for r in runs}),
               "epochs_scale": epochs_scale, "machine": machine(), "runs": runs, "summary": summarize(runs)}
     atomic_write_json(out / "benchmark.json", result)
     atomic_write_text(out / "benchmark.md", markdown(result))
