@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def main() -> None:
         model.fit(xs, ys)
         wall = time.perf_counter() - t0
         proba = model.predict_proba(x_test)
-        buf = __import__("io").BytesIO()
+        buf = io.BytesIO()
         np.save(buf, proba.astype(np.float32))
         atomic_write_bytes(out / f"seed{seed}.npy", buf.getvalue())
         print(json.dumps({"family": args.family, "settings": settings, "seed": seed, "device": args.device,
