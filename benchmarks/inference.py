@@ -3,7 +3,7 @@
 Batch throughput (images/s over the 10,000 test images, all cores), single-image latency p50/p99
 of the model call (one thread, one image per call, as the reader predicts: normalization and the
 network, logits out), the p50 of `predict_proba` (plus softmax in numpy), and the end-to-end time of a fresh
-`python -c "import digitlab.infer; ..."` process that loads the model and predicts one image.
+`python -c "import digitlab.reader.infer; ..."` process that loads the model and predicts one image.
 
     flock /tmp/digitlab-cpu.lock python benchmarks/inference.py runs/best
 """
@@ -45,7 +45,7 @@ def latency_us(predict, images: np.ndarray, calls: int) -> tuple[float, float]:
 
 
 def end_to_end_s(onnx_path: Path, runs: int = 5) -> float:
-    code = (f"import numpy as np, digitlab.infer as di; m = di.OnnxModel({str(onnx_path)!r}); "
+    code = (f"import numpy as np, digitlab.reader.infer as di; m = di.OnnxModel({str(onnx_path)!r}); "
             "x = np.zeros((1, 28, 28), np.uint8); x[0, 5:23, 13:15] = 255; print(int(m.predict(x)[0]))")
     times = []
     for _ in range(runs):
@@ -65,10 +65,10 @@ def main() -> None:
     import torch
 
     from digitlab.data import load
-    from digitlab.export import export
-    from digitlab.infer import OnnxModel
-    from digitlab.models import load as load_model
-    from digitlab.train import to_tensor
+    from digitlab.lab.export import export
+    from digitlab.lab.models import load as load_model
+    from digitlab.lab.train import to_tensor
+    from digitlab.reader.infer import OnnxModel
 
     x_test, y_test = load("mnist", "test")
     rows = []
@@ -107,7 +107,7 @@ def main() -> None:
         print(f"{name:<14} {acc:>8.4f} {ips:>12,.0f} {p50:>7.0f}us {p99:>7.0f}us {proba:>8.0f}us")
     print(f"int8 / fp32 batch throughput: {rows[1][2] / rows[0][2]:.2f}x; "
           f"onnx fp32 / pytorch: {rows[0][2] / rows[2][2]:.2f}x")
-    print(f"end-to-end fresh process (import digitlab.infer, load, predict one image): {e2e * 1000:.0f} ms")
+    print(f"end-to-end fresh process (import digitlab.reader.infer, load, predict one image): {e2e * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from digitlab import models
 from digitlab.data import load, train_val_split
+from digitlab.lab import models
 
 
 def timed(fn):

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from digitlab.experiment import make_model
+from digitlab.lab.experiment import make_model
 
 
 def images_per_s(family: str, bf16: bool, seconds: float) -> float:

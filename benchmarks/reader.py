@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-
-from corpus import make_corpus  # noqa: E402
-from digitlab import reader  # noqa: E402
-from digitlab.data import load  # noqa: E402
-from digitlab.files import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from digitlab.preprocess import PreprocessConfig, resize_only  # noqa: E402
+from digitlab import reader
+from digitlab.data import load
+from digitlab.files import atomic_write_json, atomic_write_text, read_json
+from digitlab.reader.preprocess import PreprocessConfig, resize_only
+from digitlab.testing.corpus import make_corpus
 
 
 def pct(x: float) -> str:
@@ -69,7 +65,7 @@ def main() -> None:
                                f"before, {100 * ece_after:.2f}% after"}
         atomic_write_json(card_path, card)
         if "test" in card:  # a full digitlab card: keep its Markdown twin in step
-            from digitlab.export import card_markdown
+            from digitlab.lab.export import card_markdown
 
             atomic_write_text(card_path.with_suffix(".md"), card_markdown(card))
         print(f"temperature written to {card_path}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 import warnings
 
-from digitlab import models
 from digitlab.data import load, train_val_split
+from digitlab.lab import models
 
 
 def main() -> None:

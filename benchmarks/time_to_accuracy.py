@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitlab.data import load
-from digitlab.models import create
-from digitlab.train import Callback, Learner, TrainConfig, predict_logits, to_tensor
+from digitlab.lab.models import create
+from digitlab.lab.train import Callback, Learner, TrainConfig, predict_logits, to_tensor
 
 THRESHOLDS = (0.985, 0.990, 0.995)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.data import load
-from digitlab.experiment import holdout
 from digitlab.files import atomic_write_bytes
-from digitlab.models import create
+from digitlab.lab.experiment import holdout
+from digitlab.lab.models import create
 
 
 def parse_setting(text: str) -> tuple[str, object]:

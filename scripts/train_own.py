@@ -20,8 +20,8 @@ import numpy as np
 
 from digitlab.data import load
 from digitlab.files import atomic_write_json, read_json
-from digitlab.models import create
-from digitlab.train import Callback
+from digitlab.lab.models import create
+from digitlab.lab.train import Callback
 
 
 class Progress(Callback):
@@ -51,8 +51,8 @@ def main() -> None:
         overrides["widths"] = tuple(int(w) for w in args.widths.split(","))
     (x, y), (x_test, y_test) = load("mnist", "train"), load("mnist", "test")
     if args.family == "ensemble":
-        from digitlab.models import load as load_model
-        from digitlab.models.ensemble import Ensemble
+        from digitlab.lab.models import load as load_model
+        from digitlab.lab.models.ensemble import Ensemble
 
         if not args.members:
             parser.error("ensemble needs --members DIR [DIR ...]")

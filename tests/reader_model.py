@@ -16,7 +16,7 @@ def train_tiny_onnx(images: np.ndarray, labels: np.ndarray, path: Path, n: int =
     from torch import nn
 
     from digitlab.files import atomic_write_json
-    from digitlab.train import MNIST_MEAN, MNIST_STD, Learner, TrainConfig, to_tensor
+    from digitlab.lab.train import MNIST_MEAN, MNIST_STD, Learner, TrainConfig, to_tensor
 
     torch.manual_seed(seed)
     net = nn.Sequential(

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from digitlab import models
 from digitlab.cli import main
-from digitlab.evaluate import interpret, overfitting
+from digitlab.lab import models
+from digitlab.lab.evaluate import interpret, overfitting
 
 # 6 examples, 3 classes. Predictions (argmax): 0, 0, 1, 1, 2, 1 for labels 0, 0, 0, 1, 2, 2.
 PROBA = np.array([[0.9, 0.05, 0.05],
@@ -155,7 +155,7 @@ def test_benchmark_unknown_family_fails_clearly(tmp_path, capsys):
 
 def test_evaluate_bundled_measures_its_card(capsys):
     """`digitlab evaluate bundled`: the shipped model scores exactly what its model card says."""
-    from digitlab.infer import bundled
+    from digitlab.reader.infer import bundled
 
     assert main(["evaluate", "bundled", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -9,13 +9,13 @@ import pytest
 
 from digitlab.cli import main
 from digitlab.errors import ImageError, ModelError
-from digitlab.infer import BUNDLED, OnnxModel, bundled
+from digitlab.reader.infer import BUNDLED, OnnxModel, bundled
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(mnist, tmp_path_factory):
     """A `fast` model trained for two epochs on 5,000 images (about 95% accurate), saved."""
-    from digitlab.models import create
+    from digitlab.lab.models import create
 
     (x, y), _ = mnist
     model = create("fast", seed=0, threads=1, epochs=2, batch_size=64)
@@ -24,8 +24,8 @@ def tiny_model_dir(mnist, tmp_path_factory):
 
 
 def test_fp32_export_matches_pytorch(tiny_model_dir, mnist, tmp_path):
-    from digitlab.export import export
-    from digitlab.models import load
+    from digitlab.lab.export import export
+    from digitlab.lab.models import load
 
     _, (x_test, _) = mnist
     path = export(tiny_model_dir, out=tmp_path / "m.onnx")
@@ -53,7 +53,7 @@ def test_export_rejects_non_model(tmp_path, capsys):
 
 
 def test_int8_bundled_loses_at_most_a_tenth_of_a_point(mnist, tmp_path):
-    from digitlab.export import normalize, quantize_int8
+    from digitlab.lab.export import normalize, quantize_int8
 
     (x, _), (x_test, y_test) = mnist
     calibration = normalize(x[np.random.default_rng(0).choice(len(x), 1000, replace=False)], 0.1307, 0.3081)
@@ -100,7 +100,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_inference_never_imports_torch():
-    code = ("import sys, numpy as np, digitlab.infer as di; p = di.bundled().predict_proba(np.zeros((1, 28, 28), "
-            "np.uint8)); assert p.shape == (1, 10); print('torch' in sys.modules)")
+    code = ("import sys, numpy as np, digitlab.reader.infer as di; "
+            "p = di.bundled().predict_proba(np.zeros((1, 28, 28), np.uint8)); "
+            "assert p.shape == (1, 10); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from digitlab import errors, models
-from digitlab.models.knn import deskew, nearest, smallest
+from digitlab import errors
+from digitlab.lab import models
+from digitlab.lab.models.knn import deskew, nearest, smallest
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def test_classical_models_do_not_import_torch():
     import subprocess
 
     # Other tests may have imported torch already: check in a fresh interpreter.
-    code = ("import sys; from digitlab import models\n"
+    code = ("import sys; from digitlab.lab import models\n"
             "for n in ('knn', 'knn-fast', 'mlp-sklearn', 'mlp-sklearn-tuned'): models.family_class(n)\n"
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

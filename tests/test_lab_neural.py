@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from digitlab import models
 from digitlab.cli import main
-from digitlab.experiment import make_model
-from digitlab.train import Callback, Checkpoint, save_checkpoint
+from digitlab.lab import models
+from digitlab.lab.experiment import make_model
+from digitlab.lab.train import Callback, Checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_resnet34_shape_and_a_few_steps_reduce_loss(small):
     # ResNet-34: 16 BasicBlocks in stages of 3, 4, 6, 3; 21.3M parameters with a 10-way head.
     assert sum(type(m).__name__ == "BasicBlock" for m in net.modules()) == 16
     assert model.n_parameters() == 21_283_530
-    from digitlab.train import to_tensor
+    from digitlab.lab.train import to_tensor
 
     xb, yb = to_tensor(x[:64]), torch.from_numpy(y[:64])
     assert net(xb).shape == (64, 10)

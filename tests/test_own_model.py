@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from digitlab.models import create, load
+from digitlab.lab.models import create, load
 
 
 def test_fast_learns_on_10k_images(mnist, tmp_path):

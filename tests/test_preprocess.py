@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from corpus import drawn_digit
 from digitlab.errors import ImageError, NoDigitError
-from digitlab.preprocess import MNIST_STROKE, PreprocessConfig, preprocess, resize_only, stroke_width
+from digitlab.reader.preprocess import MNIST_STROKE, PreprocessConfig, preprocess, resize_only, stroke_width
+from digitlab.testing.corpus import drawn_digit
 
 
 def digit_ink(size=200, digit=3, width=0.1) -> np.ndarray:

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import digitlab
-from corpus import make_corpus, mnist_digit, render
 from digitlab import cli, reader
-from digitlab.infer import ASSETS
+from digitlab.reader.infer import ASSETS
+from digitlab.testing.corpus import make_corpus, mnist_digit, render
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_temperature_is_fitted_and_lowers_ece():
 
 
 def test_model_applies_its_temperature(model_path, mnist):
-    from digitlab.infer import OnnxModel
+    from digitlab.reader.infer import OnnxModel
 
     (_, _), (x, _) = mnist
     plain = OnnxModel(model_path, temperature=1.0).predict_proba(x[:50])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from digitlab.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -27,7 +27,7 @@ def load_folder(root: str | os.PathLike, to_mnist=None) -> tuple[np.ndarray, np.
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     if to_mnist is None:
-        from ..preprocess import to_mnist
+        from digitlab.reader.preprocess import to_mnist
     images, labels = [], []
     for label in range(10):
         for path in image_files(root / str(label)):

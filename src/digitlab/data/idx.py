@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadMagicError, CorruptFileError, HeaderMismatchError, TruncatedFileError
-from ..files import atomic_write_bytes
+from digitlab.errors import BadMagicError, CorruptFileError, HeaderMismatchError, TruncatedFileError
+from digitlab.files import atomic_write_bytes
 
 DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ChecksumError, CorruptFileError, CountMismatchError, DataError, MissingDataError
-from ..files import atomic_write_bytes
+from digitlab.errors import ChecksumError, CorruptFileError, CountMismatchError, DataError, MissingDataError
+from digitlab.files import atomic_write_bytes
+
 from .idx import GZIP_MAGIC, decode, gunzip
 
 SPLITS = ("train", "test")

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import DigitlabError
+from digitlab.errors import DigitlabError
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -61,14 +61,14 @@ def parse_body(body: bytes, content_type: str, query: dict[str, list[str]]) -> t
 
 
 def predict_json(image: bytes, min_confidence: float, model) -> dict:
-    from ..reader import classify
+    from digitlab.reader.recognize import classify
 
     result = classify(image, model=model, min_confidence=min_confidence)
     return {k: result[k] for k in ("label", "status", "confidence", "probabilities")}
 
 
 def read_json(image: bytes, min_confidence: float, model) -> dict:
-    from ..reader import read
+    from digitlab.reader.recognize import read
 
     reading = read(image, model=model, min_confidence=min_confidence)
     return {"text": reading.text, "digits": [d.as_dict() for d in reading.digits]}
@@ -131,7 +131,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def make_server(host: str = "127.0.0.1", port: int = 8000, model=None, quiet: bool = False) -> ThreadingHTTPServer:
     """A ready server (port 0 picks a free one: see `server.server_address`)."""
-    from ..reader import get_model
+    from digitlab.reader.recognize import get_model
 
     handler = type("BoundHandler", (Handler,), {"model": get_model(model)})
     server = ThreadingHTTPServer((host, port), handler)

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from ..files import atomic_write_bytes
-from ..train import Callback, Learner, TrainConfig, load_checkpoint, lr_find, predict_logits, to_tensor
+from digitlab.errors import ModelError
+from digitlab.files import atomic_write_bytes
+from digitlab.lab.train import Callback, Learner, TrainConfig, load_checkpoint, lr_find, predict_logits, to_tensor
+
 from .base import Classifier
 
 

@@ -127,8 +127,8 @@ def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
     `directory` is a model directory, an exported `.onnx` file, or "bundled" (the model shipped with
     digitlab). Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
     """
-    from .data import get, load
-    from .files import read_json
+    from digitlab.data import get, load
+    from digitlab.files import read_json
 
     directory = Path(directory)
     model, family, history, n_parameters = _load_any(directory)
@@ -143,7 +143,7 @@ def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
 def _load_any(target: Path) -> tuple[object, str, list[dict], int]:
     """(model, family, history, parameter count) of a model directory, an .onnx file or "bundled"."""
     if target.suffix == ".onnx" or (str(target) == "bundled" and not target.exists()):
-        from .infer import OnnxModel, bundled
+        from digitlab.reader.infer import OnnxModel, bundled
 
         model = bundled() if str(target) == "bundled" else OnnxModel(target)
         return model, model.card.get("family", "onnx"), [], int(model.card.get("n_parameters", 0))

@@ -275,7 +275,7 @@ def save_lr_plot(result: dict, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_write_bytes
+    from digitlab.files import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])
@@ -298,7 +298,7 @@ CHECKPOINT_JSON = "checkpoint.json"
 def save_checkpoint(learner: Learner, directory: str | Path, extra: dict | None = None) -> Path:
     from safetensors.torch import save
 
-    from .files import atomic_write_bytes, atomic_write_json
+    from digitlab.files import atomic_write_bytes, atomic_write_json
 
     directory = Path(directory)
     epoch = learner.epoch + 1
@@ -318,8 +318,8 @@ def save_checkpoint(learner: Learner, directory: str | Path, extra: dict | None 
 
 def read_checkpoint(directory: str | Path) -> dict:
     """The checkpoint's JSON; raises ModelError when there is none or it is damaged."""
-    from .errors import ModelError
-    from .files import read_json
+    from digitlab.errors import ModelError
+    from digitlab.files import read_json
 
     path = Path(directory) / CHECKPOINT_JSON
     if not path.is_file():
@@ -336,7 +336,7 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict:
     """Restores weights, optimizer state, history and time; `fit` then starts at the next epoch."""
     from safetensors.torch import load_file
 
-    from .errors import ModelError
+    from digitlab.errors import ModelError
 
     directory = Path(directory)
     meta = read_checkpoint(directory)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, models
-from .errors import DigitlabError, ModelError
-from .files import atomic_write_json, read_json
+from digitlab import data
+from digitlab.errors import DigitlabError, ModelError
+from digitlab.files import atomic_write_json, read_json
+
+from . import models
 
 VAL_SIZE = 5000
 CHECKPOINT_DIR = "checkpoint"

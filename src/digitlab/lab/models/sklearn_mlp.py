@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from digitlab.errors import ModelError
+
 from .base import Classifier, load_npz, save_npz
 from .knn import deskew
 
@@ -113,7 +114,7 @@ class TunedSklearnMLP(SklearnMLP):
 
     def fit(self, x, y, x_val=None, y_val=None) -> TunedSklearnMLP:
         if x_val is None or len(x_val) == 0:
-            from ..data import train_val_split
+            from digitlab.data import train_val_split
 
             (x, y), (x_val, y_val) = train_val_split(x, y, 5000, self.config.seed)
         c = self.config

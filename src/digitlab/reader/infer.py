@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, ModelError
+from digitlab.errors import ImageError, ModelError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLED = ASSETS / "digit-model.onnx"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.files import atomic_write_text
+
 from .evaluate import Interpretation, ModelResult, evaluate_directory, overfitting
-from .files import atomic_write_text
 
 
 def _figure_png(fig) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write_json, atomic_write_text, read_json
+from digitlab.files import atomic_write_json, atomic_write_text, read_json
 
 # Test accuracy (%) the study reports for a family on MNIST; "-" where it gives none.
 REFERENCE = {"mnist": {"knn": 96.88, "mlp-sklearn": 89.06, "mlp": 97.72, "cnn": 99.4, "resnet34": 99.31}}
@@ -50,8 +50,9 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
     """Every family in `names`, for every seed: train (on at most `limit` images), evaluate on the
     full test split, and write benchmark.json and benchmark.md into `out`. Runs of other families or
     seeds already in `out/benchmark.json` (same dataset) are kept: one family or seed can be added alone."""
+    from digitlab.data import load
+
     from . import models
-    from .data import load
 
     for name in names:  # an unknown family fails before anything is trained
         models.family_class(name)

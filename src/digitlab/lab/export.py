@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .infer import BUNDLED, OnnxModel
+from digitlab.errors import ModelError
+from digitlab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from digitlab.reader.infer import BUNDLED, OnnxModel
 
 OPSET = 18
 
@@ -30,7 +30,8 @@ OPSET = 18
 def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
            bundle: bool = False, calibration_size: int = 1000) -> Path:
     """Writes MODEL.onnx, MODEL.json (card) and MODEL.md; returns the .onnx path."""
-    from .data import load
+    from digitlab.data import load
+
     from .models import load as load_model
     from .models.neural import NeuralClassifier
     from .train import MNIST_MEAN, MNIST_STD
@@ -118,7 +119,7 @@ def make_card(model, model_dir: Path, onnx_bytes: bytes, quantize: str | None, n
               bundle: bool = False) -> dict:
     import torch
 
-    from .files import read_json
+    from digitlab.files import read_json
 
     metrics = read_json(model_dir / "metrics.json") if (model_dir / "metrics.json").is_file() else {}
     seed = model.config.seed

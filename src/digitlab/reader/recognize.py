@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import NoDigitError
+from digitlab.errors import NoDigitError
+
 from .preprocess import PreprocessConfig, ink_map, normalize_digit, preprocess, stroke_width
 
 _BUNDLED = None

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ModelError
-from ..files import atomic_write_bytes, atomic_write_json, read_json
+from digitlab.errors import ModelError
+from digitlab.files import atomic_write_bytes, atomic_write_json, read_json
 
 
 class Classifier:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import ImageError, NoDigitError
+from digitlab.errors import ImageError, NoDigitError
 
 MNIST_STROKE = 1.85  # median of stroke_width() over MNIST digits, in pixels of the 20-px box
 WORK_SIZE = 1024  # larger images are reduced to this longest side first: enough for ten digits in a row

@@ -9,7 +9,8 @@ import importlib
 import os
 from pathlib import Path
 
-from ..errors import ModelError
+from digitlab.errors import ModelError
+
 from .base import Classifier, read_model_config
 
 # registry name -> "module:Class"

@@ -157,7 +157,7 @@ class KNNFast(Classifier):
 
     def fit(self, x, y, x_val=None, y_val=None) -> KNNFast:
         if x_val is None or len(x_val) == 0:
-            from ..data import train_val_split
+            from digitlab.data import train_val_split
 
             (x, y), (x_val, y_val) = train_val_split(x, y, self.config.val_size, self.config.seed)
         flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0

@@ -1,0 +1,125 @@
+"""The `digitlab` command. Thin: parses arguments, calls the library, prints the result.
+
+Heavy modules (torch, sklearn) are imported inside the commands that need them, so
+`digitlab predict` and `digitlab --help` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.cli import lab_commands, read_commands
+from digitlab.errors import DigitlabError
+
+
+# ---------------------------------------------------------------------------- data
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from digitlab.data import DATASETS, locate
+
+    print(f"{'name':<15} {'train':>7} {'test':>7}  {'local copy':<45} description")
+    for name, ds in DATASETS.items():
+        folder = locate(name, args.data_dir)
+        where = str(folder) if folder else "- (not present)"
+        print(f"{name:<15} {ds.counts['train']:>7} {ds.counts['test']:>7}  {where:<45} {ds.description}")
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from digitlab.data import get, load
+
+    ds = get(args.name)
+    for split in ds.files:
+        images, labels = load(args.name, split, args.data_dir)
+        counts = np.bincount(labels, minlength=len(ds.classes))
+        print(f"{split:<5} {len(images):>6} images {images.shape[1]}x{images.shape[2]}  "
+              f"per class: {' '.join(str(c) for c in counts)}")
+    print(f"{args.name}: all files present, checksums and counts OK")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from digitlab.data import get, load
+    from digitlab.files import atomic_write_bytes
+
+    images, labels = load(args.name, args.split, args.data_dir)
+    if not 0 <= args.index < len(images):
+        raise DigitlabError(f"--index {args.index} out of range: {args.split} has {len(images)} images")
+    image = Image.fromarray(images[args.index])
+    if args.scale > 1:
+        image = image.resize((28 * args.scale, 28 * args.scale), Image.NEAREST)
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=_image_format(args.out))
+    atomic_write_bytes(args.out, buf.getvalue())
+    label = int(labels[args.index])
+    name = get(args.name).classes[label]
+    print(f"{args.name} {args.split}[{args.index}]: label {label} ({name}) -> {args.out}")
+    return 0
+
+
+def _image_format(path: str) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP",
+               "tif": "TIFF", "tiff": "TIFF"}
+    if suffix not in formats:
+        raise DigitlabError(f"{path}: unknown image type {suffix!r}; use one of {', '.join(formats)}")
+    return formats[suffix]
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitlab", description=__doc__.splitlines()[0])
+    from digitlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", help="folder holding the dataset (or its parent); "
+                          "default: $DIGITLAB_DATA/<name>, then ~/.cache/digitlab/<name>")
+    data_dir.add_argument("--no-download", action="store_true", help="never fetch missing files")
+
+    data = commands.add_parser("data", help="list, verify and look at datasets")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = data_cmds.add_parser("list", parents=[data_dir], help="the registry and what is present locally")
+    p.set_defaults(func=cmd_data_list)
+    p = data_cmds.add_parser("verify", parents=[data_dir], help="checksums and counts per split and class")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_data_verify)
+    p = data_cmds.add_parser("show", parents=[data_dir], help="write one image of a dataset to a file")
+    p.add_argument("name")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
+    p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
+    p.set_defaults(func=cmd_data_show)
+    lab_commands.add_commands(commands, data_dir)
+    read_commands.add_commands(commands, data_dir)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "no_download", False):
+        os.environ["DIGITLAB_OFFLINE"] = "1"  # every data.load of this command stays local
+    try:
+        return args.func(args)
+    except DigitlabError as e:
+        print(f"digitlab: error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"digitlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("digitlab: interrupted", file=sys.stderr)
+        return 130
+

@@ -1,0 +1,1 @@
+"""Deterministic test material: the realistic corpus the reader is measured on."""
