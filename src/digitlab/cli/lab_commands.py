@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
     m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
                   limit=args.limit, resume=args.resume, epochs=args.epochs, dropout=args.dropout, lr=args.lr,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, precision=args.precision)
     if m.get("lr_finder_suggestion"):
         print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
     val = f"val accuracy {m['val_accuracy']:.4f}  " if m["val_accuracy"] is not None else ""
@@ -40,7 +40,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
     result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, precision=args.precision)
     save_lr_plot(result, args.out)
     print(f"suggested learning rate: {result['suggestion']:.2e} (steepest descent {result['steepest']:.2e}, "
           f"minimum loss at {result['min_loss_lr']:.2e}); plot: {args.out}")
@@ -54,6 +54,9 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--batch-size", type=int, help="default: the family's")
+    common.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 autocast where the CPU/GPU computes bf16 natively "
+                             "(AVX-512 BF16, AMX), float32 elsewhere")
 
     p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
     p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")

@@ -60,11 +60,13 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     """Trains, evaluates on the test split, saves the model folder; returns (and writes) metrics.json."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_DIR
-    if resume:  # the checkpoint's settings win: the run continues exactly as it started
-        model = _resume(checkpoint, family, dataset)
+    if resume:  # the checkpoint's settings win: the run continues as it started (--epochs may extend it)
+        model = _resume(checkpoint, family, dataset, settings)
         seed, limit = model.config.seed, read_json(checkpoint / "checkpoint.json").get("limit")
     else:
         model = make_model(family, seed, **settings)
+    if hasattr(model, "progress"):
+        model.progress = progress  # the LR finder's line, when lr = 0
     images, labels = limit_train(*data.load(dataset, "train", data_dir), limit)
     x_test, y_test = data.load(dataset, "test", data_dir)
     if model.holdout:
@@ -110,7 +112,7 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     return metrics
 
 
-def _resume(checkpoint: Path, family: str, dataset: str) -> models.Classifier:
+def _resume(checkpoint: Path, family: str, dataset: str, settings: dict | None = None) -> models.Classifier:
     from .train import read_checkpoint
 
     meta = read_checkpoint(checkpoint)
@@ -123,13 +125,23 @@ def _resume(checkpoint: Path, family: str, dataset: str) -> models.Classifier:
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     model = cls(cls.Config(**{k: v for k, v in meta["config"].items() if k in fields}))
     model.resume(checkpoint)
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    if "epochs" in settings:
+        change = model.extend(settings.pop("epochs"))
+        if change:
+            print(f"{checkpoint}: {change}", file=sys.stderr)
+    if settings:  # changing them mid-run would make it a different run, not this one resumed
+        print(f"{checkpoint}: resuming with the checkpoint's settings; ignoring "
+              + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), file=sys.stderr)
     if meta["epoch"] >= model.config.epochs:
         print(f"{checkpoint}: all {meta['epoch']} epochs already done; saving and evaluating", file=sys.stderr)
+    else:
+        print(f"{checkpoint}: resuming at epoch {meta['epoch'] + 1} of {model.config.epochs}", file=sys.stderr)
     return model
 
 
 def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, seed: int = 0,
-            **settings) -> dict:
+            progress: bool = True, **settings) -> dict:
     """The LR finder's sweep for a neural family on the training split (minus the hold-out)."""
     import torch
 
@@ -139,4 +151,4 @@ def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, se
     if not hasattr(model, "net"):
         raise DigitlabError(f"{family} is not a neural network; the LR finder is for mlp, cnn, resnet34")
     (x, y), _ = holdout(*data.load(dataset, "train", data_dir), seed)
-    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config)
+    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config, progress=progress)

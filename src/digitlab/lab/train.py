@@ -37,7 +37,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
-    bf16: bool = False  # bfloat16 autocast for the forward pass: ~2x faster convolutions on AVX-512 CPUs
+    precision: str = "auto"  # auto | fp32 | bf16; a trained model's config records the one used (resolve_precision)
     device: str = "cpu"  # or "cuda": the data moves there once, batches are sliced there
 
 
@@ -61,6 +61,39 @@ def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) 
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = x.amin()  # the normalized value of a black pixel
     return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether `device` computes bfloat16 natively, so that bf16 autocast is faster than float32.
+
+    On a CPU without AVX-512 BF16 or AMX, oneDNN emulates bf16 and training runs 6-10x slower than
+    float32 (benchmarks/neural_speed.py on an AVX2 EPYC). Asks both the hardware (cpuinfo, as torch
+    reads it) and what torch may use here: ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 turn it off."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if torch.device(device).type != "cpu" or torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return False  # ATen limited to AVX2 (or not x86): its bf16 kernels are emulated
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """'auto' -> 'bf16' where the device computes it natively, else 'fp32'; 'fp32'/'bf16' as asked."""
+    if precision not in PRECISIONS:
+        from digitlab.errors import DigitlabError
+
+        raise DigitlabError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast of the forward pass when `precision` is 'bf16'; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class Callback:
@@ -109,9 +142,13 @@ class Learner:
     and accuracy stay tensors (no per-batch sync) until a callback reads them."""
 
     def __init__(self, net: nn.Module, config: TrainConfig, callbacks: list[Callback] | tuple = ()) -> None:
+        # The precision actually used goes into the config, so the saved model says which it was.
+        config = replace(config, precision=resolve_precision(config.precision, config.device))
         self.net, self.config, self.callbacks = net, config, list(callbacks)
         self.history: list[dict] = []
         self.start_epoch = 0
+        self.schedule_start = 0  # the epoch the LR schedule starts at: > 0 once a resumed run is extended
+        self.scheduler_state: dict | None = None  # from a checkpoint: restored once fit builds the scheduler
         self.optimizer = make_optimizer(net, config)
         self.scheduler = None
         self.train_time = 0.0
@@ -133,11 +170,7 @@ class Learner:
         self.net = self.net.to(cfg.device).to(memory_format=layout)
         x, y = x.to(cfg.device), y.to(cfg.device)
         self.n_batches = math.ceil(len(x) / cfg.batch_size)
-        self.scheduler = make_scheduler(self.optimizer, cfg, self.n_batches)
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is intended here
-            warnings.simplefilter("ignore", UserWarning)
-            for _ in range(self.start_epoch * self.n_batches):  # resume: fast-forward the schedule
-                self.scheduler.step()
+        self._start_schedule()
         self._call("on_train_begin")
         for epoch in range(self.start_epoch, cfg.epochs):
             self.epoch = epoch
@@ -155,7 +188,7 @@ class Learner:
                 xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)
-                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with autocast(x.device, cfg.precision):
                     logits = self.net(xb).float()
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -177,6 +210,44 @@ class Learner:
         self._call("on_train_end")
         return self.history
 
+    def extend(self, epochs: int) -> str:
+        """Changes a resumed run's length to `epochs`; returns what that does to the LR schedule.
+
+        A one-cycle schedule is planned for a fixed length, so the remaining epochs get a new cycle
+        of their own (fastai's fit_one_cycle called again); per-epoch schedules just go on."""
+        from digitlab.errors import DigitlabError
+
+        if epochs < self.start_epoch:
+            raise DigitlabError(f"the checkpoint has {self.start_epoch} epochs done; --epochs {epochs} is fewer")
+        if epochs == self.config.epochs:
+            return ""
+        planned, self.config = self.config.epochs, replace(self.config, epochs=epochs)
+        if epochs == self.start_epoch:
+            return f"stopping at epoch {epochs} instead of {planned}"
+        if self.config.schedule != "onecycle":
+            return f"training on to epoch {epochs} (planned: {planned}), the {self.config.schedule} schedule continuing"
+        self.schedule_start, self.scheduler_state = self.start_epoch, None
+        return (f"training on to epoch {epochs} (planned: {planned}): epochs {self.start_epoch + 1}-{epochs} "
+                f"get a one-cycle schedule of their own")
+
+    def _start_schedule(self) -> None:
+        """Builds the LR schedule for this run; on resume, puts it back where the checkpoint left it."""
+        steps = (self.config.epochs - self.schedule_start) * self.n_batches
+        self.scheduler = make_scheduler(self.optimizer, self.config, self.n_batches, steps)
+        done = (self.start_epoch - self.schedule_start) * self.n_batches
+        # Building the scheduler set the optimizer's LR and momentum to the schedule's start; the
+        # schedule is a function of the step count, so replaying the steps puts both back exactly.
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(done):
+                self.scheduler.step()
+        saved = self.scheduler_state
+        if saved is not None and self.scheduler.state_dict()["last_epoch"] != saved.get("last_epoch"):
+            from digitlab.errors import ModelError
+
+            raise ModelError(f"the checkpoint's LR schedule stopped at step {saved.get('last_epoch')}, "
+                             f"this run would resume at step {done}: different training data?")
+
     def _call(self, event: str) -> None:
         for cb in self.callbacks:
             getattr(cb, event)(self)
@@ -195,10 +266,17 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
+                   total_steps: int | None = None):
+    """The per-batch LR schedule; a one-cycle schedule spans `total_steps` (default: the whole run)."""
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25)
+        total = total_steps or cfg.epochs * steps_per_epoch
+        if total < 2:  # one step has no cycle; OneCycleLR would divide by zero
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        # The warm-up must end strictly inside the run (OneCycleLR divides by its length): a
+        # quarter of it, or 1.5 steps when the run is a handful of batches (--limit smoke runs).
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=max(0.25, 1.5 / total))
     if cfg.schedule == "step":  # decays once per epoch, stepped per batch
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cfg.step_gamma ** (step // steps_per_epoch))
@@ -225,7 +303,7 @@ def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[flo
 
 
 def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, start_lr: float = 1e-6,
-            end_lr: float = 1.0, steps: int = 100) -> dict:
+            end_lr: float = 1.0, steps: int = 100, progress: bool = True) -> dict:
     """Leslie Smith's range test: raise the LR exponentially each batch, record the smoothed loss.
 
     Suggests a third of the LR at the minimum loss as the peak of a one-cycle schedule (Smith 2018:
@@ -233,9 +311,13 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     The classic rules for a constant LR -- a tenth of that, or the steepest descent -- are reported
     too; on ResNet-34 they give 1e-3 and 2.3e-4, which leave one-cycle 0.1-0.4 point short in 5 epochs.
     """
+    from digitlab.progress import Progress
+
     torch.manual_seed(config.seed)
     net = net.to(config.device)
+    precision = resolve_precision(config.precision, config.device)
     optimizer = make_optimizer(net, replace(config, lr=start_lr))
+    bar = Progress("LR finder", total=steps, enabled=progress)
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(config.seed)
     lrs, losses, smooth, best = [], [], 0.0, math.inf
@@ -246,7 +328,7 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
             group["lr"] = lr
         idx = torch.randint(0, len(x), (config.batch_size,), generator=generator)
         xb = x[idx].to(config.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with autocast(xb.device, precision):
             logits = net(xb).float()
         loss = F.cross_entropy(logits, y[idx].to(config.device))
         optimizer.zero_grad(set_to_none=True)
@@ -259,6 +341,8 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         best = min(best, value)
         lrs.append(lr)
         losses.append(value)
+        bar.update(i + 1, f"lr {lr:.1e} loss {value:.4f}")
+    bar.close(f"stopped at lr {lr:.1e}: the loss diverged" if len(lrs) < steps else "")
     log_lrs, arr = np.log10(lrs), np.array(losses)
     slopes = np.gradient(arr, log_lrs) if len(arr) > 2 else np.zeros(1)
     steepest = lrs[int(np.argmin(slopes))]
@@ -289,9 +373,10 @@ def save_lr_plot(result: dict, path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-# A checkpoint is a folder: weights-<epoch>.safetensors, optimizer-<epoch>.safetensors and
-# checkpoint.json (epoch, history, config, the optimizer's non-tensor state). checkpoint.json is
-# written last and names the files of its epoch, so a crash mid-save leaves the previous one valid.
+# A checkpoint is a folder: weights-<epoch>.safetensors, optimizer-<epoch>.safetensors (the optimizer's
+# tensors), rng-<epoch>.safetensors (the random generators' states) and checkpoint.json (epoch,
+# history, config, the optimizer's and scheduler's other state). checkpoint.json is written last and
+# names the files of its epoch, so a crash mid-save leaves the previous checkpoint valid. No pickles.
 CHECKPOINT_JSON = "checkpoint.json"
 
 
@@ -304,12 +389,19 @@ def save_checkpoint(learner: Learner, directory: str | Path, extra: dict | None 
     epoch = learner.epoch + 1
     weights = {k: v.detach().cpu().contiguous() for k, v in learner.net.state_dict().items()}
     tensors, state = _flatten_optimizer(learner.optimizer.state_dict())
-    names = {"weights": f"weights-{epoch}.safetensors", "optimizer": f"optimizer-{epoch}.safetensors"}
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng |= {f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    names = {"weights": f"weights-{epoch}.safetensors", "optimizer": f"optimizer-{epoch}.safetensors",
+             "rng": f"rng-{epoch}.safetensors"}
     atomic_write_bytes(directory / names["weights"], save(weights))
     atomic_write_bytes(directory / names["optimizer"], save(tensors))
+    atomic_write_bytes(directory / names["rng"], save(rng))
+    scheduler = learner.scheduler.state_dict() if learner.scheduler is not None else None
     atomic_write_json(directory / CHECKPOINT_JSON, {
         "epoch": epoch, **names, "config": asdict(learner.config), "history": learner.history,
-        "train_time": learner.train_time, "optimizer_state": state, **(extra or {})})
+        "train_time": learner.train_time, "optimizer_state": state,
+        "schedule_start": learner.schedule_start, "scheduler_state": _jsonable(scheduler), **(extra or {})})
     for old in directory.glob("*.safetensors"):
         if old.name not in names.values():
             old.unlink(missing_ok=True)
@@ -333,7 +425,8 @@ def read_checkpoint(directory: str | Path) -> dict:
 
 
 def load_checkpoint(learner: Learner, directory: str | Path) -> dict:
-    """Restores weights, optimizer state, history and time; `fit` then starts at the next epoch."""
+    """Restores weights, optimizer, scheduler and random states, history and time; `fit` then
+    starts at the next epoch."""
     from safetensors.torch import load_file
 
     from digitlab.errors import ModelError
@@ -344,12 +437,33 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict:
         learner.net.load_state_dict(load_file(directory / meta["weights"]))
         learner.optimizer.load_state_dict(
             _unflatten_optimizer(load_file(directory / meta["optimizer"]), meta["optimizer_state"]))
+        rng = load_file(directory / meta["rng"]) if "rng" in meta else {}
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         raise ModelError(f"{directory}: checkpoint does not fit this model ({e})") from None
+    # The loop reseeds from (seed, epoch) at each epoch, so these matter only for draws made
+    # outside it (callbacks, evaluation): they continue the stream the killed run was on.
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
     learner.start_epoch = int(meta["epoch"])
+    learner.schedule_start = int(meta.get("schedule_start", 0))
+    learner.scheduler_state = meta.get("scheduler_state")
     learner.history = list(meta["history"])
     learner.train_time = float(meta.get("train_time", 0.0))
     return meta
+
+
+def _jsonable(value):
+    """A scheduler's state_dict as JSON: its lambdas (LambdaLR) are code, rebuilt from the config."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return None
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

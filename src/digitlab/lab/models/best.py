@@ -27,7 +27,6 @@ class BestConfig(NeuralConfig):
     augment: float = 1.0
     widths: tuple[int, int, int] = (32, 64, 128)
     dropout: float = 0.1
-    bf16: bool = True
 
 
 class Best(NeuralClassifier):

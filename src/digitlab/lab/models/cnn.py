@@ -17,7 +17,6 @@ class CNNConfig(NeuralConfig):
     dropout: float = 0.25
     hidden: int = 128
     augment: float = 0.5  # mild random affine: worth ~0.1 point of test accuracy at no cost in speed
-    bf16: bool = True  # bfloat16 autocast: ~1.8x the images/s of float32 here (benchmarks/neural_speed.py)
 
 
 class CNN(NeuralClassifier):

@@ -24,7 +24,6 @@ class FastConfig(NeuralConfig):
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     widths: tuple[int, int, int] = (16, 32, 48)
-    bf16: bool = True  # autocast the forward pass to bfloat16
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:

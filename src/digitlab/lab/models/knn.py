@@ -159,7 +159,9 @@ class KNNFast(Classifier):
         if x_val is None or len(x_val) == 0:
             from digitlab.data import train_val_split
 
-            (x, y), (x_val, y_val) = train_val_split(x, y, self.config.val_size, self.config.seed)
+            # At most a tenth of a small (--limit) training set, as `digitlab train`'s own hold-out.
+            size = max(1, min(self.config.val_size, len(x) // 10))
+            (x, y), (x_val, y_val) = train_val_split(x, y, size, self.config.seed)
         flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0
         self.mean = flat.mean(0).astype(np.float32)
         _, vectors = np.linalg.eigh(np.cov(flat - self.mean, rowvar=False))

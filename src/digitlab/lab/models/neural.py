@@ -39,6 +39,7 @@ class NeuralClassifier(Classifier):
         self.callbacks: list[Callback] = []
         self.learner: Learner | None = None
         self.lr_finder: dict | None = None  # the finder's sweep, when lr = 0 asked for one
+        self.progress = False  # the LR finder's progress line on stderr (`digitlab train` turns it on)
 
     def build(self) -> nn.Module:
         raise NotImplementedError
@@ -50,9 +51,12 @@ class NeuralClassifier(Classifier):
             self.find_lr(xt, yt)
         if self.learner is None:
             self.learner = Learner(self.net, self.config, self.callbacks)
+        # The learner's config holds the precision actually used (and a resumed run's new length).
+        self.config = self.learner.config
         xv = to_tensor(x_val) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
         self.learner.history = self.history
+        self.learner.callbacks = self.callbacks  # callbacks added after `resume` (progress, checkpoints) run too
         self.learner.fit(xt, yt, xv, yv)
         self.net = self.learner.net
         return self
@@ -61,7 +65,7 @@ class NeuralClassifier(Classifier):
         """Runs the LR finder on a copy of the network and makes its suggestion this model's peak LR."""
         if self.learner is not None:
             raise ModelError("the LR finder must run before training starts")
-        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config)
+        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config, progress=self.progress)
         self.config = dataclasses.replace(self.config, lr=self.lr_finder["suggestion"], lr_found=True)
         return self.config.lr
 
@@ -71,6 +75,12 @@ class NeuralClassifier(Classifier):
         meta = load_checkpoint(self.learner, directory)
         self.history = self.learner.history
         return meta
+
+    def extend(self, epochs: int) -> str:
+        """A resumed run's new length (Learner.extend); returns what changes, "" if nothing."""
+        change = self.learner.extend(epochs)
+        self.config = self.learner.config
+        return change
 
     @property
     def train_time(self) -> float:

@@ -56,7 +56,6 @@ class ResNetConfig(NeuralConfig):
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     augment: float = 0.5
-    bf16: bool = True
 
 
 class ResNet34(NeuralClassifier):
