@@ -17,7 +17,6 @@ import sys
 import time
 from typing import TextIO
 
-
 DELAY = 1.0  # seconds of silence before the first line (tests set 0 to see every line)
 
 
@@ -51,10 +50,12 @@ class Progress:
         self.stream.flush()
         self.shown = True
 
-    def close(self, note: str | None = None) -> None:
+    def close(self, note: str | None = None, done: int | None = None) -> None:
         """Ends the line; the final state is written if anything was shown (or it took long)."""
         if note is not None:
             self.note = note
+        if done is not None:
+            self.done = done
         now = time.perf_counter()
         if self.enabled and (self.shown or now - self.start >= self.delay):
             self._write(now)

@@ -101,9 +101,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
                            log=lambda line: print(line, file=sys.stderr))
-    print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
-    print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
-    return 0
+    if result["runs"]:
+        print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
+        print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
+    for failure in result["failures"]:
+        print(f"digitlab: error: {failure['model']} (seed {failure['seed']}) failed: {failure['error']}",
+              file=sys.stderr)
+    return 1 if result["failures"] else 0
 
 
 def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> None:

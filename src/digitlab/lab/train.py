@@ -104,25 +104,29 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A one-line live bar on stderr: epoch, batches, running loss and accuracy."""
+    """Progress on stderr: a live line per epoch (batches, running loss and accuracy; redrawn on a
+    terminal, every 10 s in a log), then the epoch's summary line."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream  # None: sys.stderr at the time of writing
 
     def on_batch_end(self, learner: Learner) -> None:
-        if learner.batch % 20 and learner.batch != learner.n_batches:
-            return
-        done = int(24 * learner.batch / learner.n_batches)
-        self.stream.write(f"\repoch {learner.epoch + 1}/{learner.config.epochs} [{'#' * done}{'.' * (24 - done)}] "
-                          f"loss {learner.running_loss:.4f} acc {learner.running_acc:.4f}")
-        self.stream.flush()
+        from digitlab.progress import Progress
+
+        if learner.batch == 1:
+            self.bar = Progress(f"epoch {learner.epoch + 1}/{learner.config.epochs}", total=learner.n_batches,
+                                stream=self.stream, delay=0.0)
+        if learner.batch % 20 == 0 or learner.batch == learner.n_batches:
+            self.bar.update(learner.batch, f"loss {learner.running_loss:.4f} acc {learner.running_acc:.4f}")
 
     def on_epoch_end(self, learner: Learner) -> None:
+        stream = self.stream or sys.stderr
         h = learner.history[-1]
         val = f" val_loss {h['val_loss']:.4f} val_acc {h['val_acc']:.4f}" if "val_loss" in h else ""
-        self.stream.write(f"\repoch {learner.epoch + 1}/{learner.config.epochs} loss {h['train_loss']:.4f} "
-                          f"acc {h['train_acc']:.4f}{val} ({h['time']:.1f}s)\n")
-        self.stream.flush()
+        line = (f"epoch {learner.epoch + 1}/{learner.config.epochs} loss {h['train_loss']:.4f} "
+                f"acc {h['train_acc']:.4f}{val} ({h['time']:.1f}s)")
+        stream.write(f"\r{line}\033[K\n" if stream.isatty() else line + "\n")
+        stream.flush()
 
 
 class Checkpoint(Callback):

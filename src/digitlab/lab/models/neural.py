@@ -70,7 +70,13 @@ class NeuralClassifier(Classifier):
         return self.config.lr
 
     def resume(self, directory: str | Path) -> dict:
-        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch."""
+        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch,
+        with the checkpoint's settings (its architecture, schedule and length)."""
+        from digitlab.lab.train import read_checkpoint
+
+        fields = {f.name for f in dataclasses.fields(self.Config)}
+        self.config = self.Config(**{k: v for k, v in read_checkpoint(directory)["config"].items() if k in fields})
+        self.net = self.build()  # its weights come from the checkpoint
         self.learner = Learner(self.net, self.config, self.callbacks)
         meta = load_checkpoint(self.learner, directory)
         self.history = self.learner.history
