@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _cpu import print_cpu
 from digitlab import reader
 from digitlab.data import load
 from digitlab.files import atomic_write_json, atomic_write_text, read_json
@@ -29,6 +30,7 @@ def pct(x: float) -> str:
 
 
 def main() -> None:
+    print_cpu()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="ONNX model (default: the bundled one)")
     ap.add_argument("--singles", type=int, default=1000)
