@@ -69,12 +69,12 @@ def test_deskew_straightens_a_slanted_bar():
 def test_knn_fast_round_trip_and_accuracy(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("knn-fast").fit(x[:2500], y[:2500], x[2500:], y[2500:])
-    assert 1 <= model.config.k <= model.config.k_max
+    assert 1 <= model.k_ <= model.config.k_max
     assert model.score(xt, yt) > models.create("knn").fit(x, y).score(xt, yt)  # better than plain pixels
     model.save(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl"))
     back = models.load(tmp_path / "m")
-    assert back.config.k == model.config.k
+    assert back.k_ == model.k_
     np.testing.assert_array_equal(back.predict(xt), model.predict(xt))
     np.testing.assert_allclose(back.predict_proba(xt), model.predict_proba(xt))
 

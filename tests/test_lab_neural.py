@@ -88,9 +88,9 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path)
     straight = make_model("mlp", **settings).fit(x, y, xv, yv)
 
     interrupted = make_model("mlp", **settings)
-    interrupted.callbacks += [Checkpoint(lambda learner: save_checkpoint(learner, tmp_path)), StopAfter(2)]
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(x, y, xv, yv)
+        interrupted.fit(x, y, xv, yv, callbacks=[Checkpoint(lambda learner: save_checkpoint(learner, tmp_path)),
+                                                 StopAfter(2)])
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 2
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["optimizer-2.safetensors",
                                                                       "weights-2.safetensors"]

@@ -75,7 +75,7 @@ def test_blank_canvas_is_no_digit(server):
 @pytest.mark.parametrize(
     "path, body, content_type, status, words",
     [
-        ("/api/predict", b"not an image", "image/png", 400, ""),
+        ("/api/predict", b"not an image", "image/png", 400, "not a readable image"),
         ("/api/predict", b"", "image/png", 400, "empty body"),
         ("/api/predict", b"{nope", "application/json", 400, "JSON body"),
         ("/api/predict", b'{"image": "%%%"}', "application/json", 400, "base64"),

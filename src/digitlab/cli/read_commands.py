@@ -33,8 +33,6 @@ def predict_inputs(paths: list[str]) -> list[tuple[str, object]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-
-
     model = reader.get_model(args.model)
     explain = Path(args.explain) if args.explain else None
     failed = 0
@@ -42,15 +40,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             if args.multi:
                 result = reader.read(source, model, args.min_confidence)
-                record = {"file": name, "text": result.text, "digits": [d.as_dict() for d in result.digits]}
+                record = {"file": name, **result.as_dict()}
                 seen = [d.image for d in result.digits]
                 line = result.text or "no digit"
             else:
                 result = reader.classify(source, model, args.min_confidence)
-                record = {"file": name, "label": result["label"], "confidence": round(result["confidence"], 4),
-                          "probabilities": [round(p, 4) for p in result["probabilities"] or []]}
-                if result["status"] != "ok":
-                    record["status"] = result["status"]
+                record = {"file": name, **reader.as_dict(result)}
                 seen = [result["image"]] if result["image"] is not None else []
                 line = result["status"] if result["label"] is None else str(result["label"])
                 line += f" ({100 * result['confidence']:.1f}%)" if result["probabilities"] else ""
@@ -65,8 +60,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _write_explain(folder: Path, n: int, name: str, images: list) -> None:
     """The 28x28 image(s) the model saw, as PNGs named after the input."""
-
-
     stem = "stdin" if name == "-" else Path(name).stem
     for i, image in enumerate(images):
         buf = io.BytesIO()
@@ -85,9 +78,10 @@ def add_predict_commands(commands) -> None:
     p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.set_defaults(func=cmd_predict)
+
+
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-
     server = make_server(args.host, args.port, model=args.model)
     host, port = server.server_address[:2]
     print(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /api/predict, /api/read",
