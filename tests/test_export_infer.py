@@ -24,6 +24,7 @@ def tiny_model_dir(mnist, tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("tiny") / "fast")
 
 
+@pytest.mark.slow
 def test_fp32_export_matches_pytorch(tiny_model_dir, mnist, tmp_path):
     from digitlab.lab.export import export
     from digitlab.lab.models import load
@@ -39,6 +40,7 @@ def test_fp32_export_matches_pytorch(tiny_model_dir, mnist, tmp_path):
     assert 0.9 < card["test"]["accuracy"] <= 1 and (tmp_path / "m.md").read_text().startswith("# digitlab")
 
 
+@pytest.mark.slow
 def test_export_cli_int8(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "q.onnx"
     assert main(["export", str(tiny_model_dir), "--quantize", "int8", "--out", str(out)]) == 0
@@ -53,6 +55,7 @@ def test_export_rejects_non_model(tmp_path, capsys):
     assert "not a model directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_bundled_loses_at_most_a_tenth_of_a_point(mnist, tmp_path):
     from digitlab.lab.export import normalize, quantize_int8
 
@@ -64,6 +67,7 @@ def test_int8_bundled_loses_at_most_a_tenth_of_a_point(mnist, tmp_path):
     assert int8 >= fp32 - 0.001, (fp32, int8)
 
 
+@pytest.mark.slow
 def test_bundled_model_scores_its_card(mnist):
     _, (x_test, y_test) = mnist
     model = bundled()

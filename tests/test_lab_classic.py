@@ -66,6 +66,7 @@ def test_deskew_straightens_a_slanted_bar():
     assert abs(cols.mean() - 14) < 1.0  # and centred
 
 
+@pytest.mark.slow
 def test_knn_fast_round_trip_and_accuracy(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("knn-fast").fit(x[:2500], y[:2500], x[2500:], y[2500:])
@@ -79,6 +80,7 @@ def test_knn_fast_round_trip_and_accuracy(small, tmp_path):
     np.testing.assert_allclose(back.predict_proba(xt), model.predict_proba(xt))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_mlp_sklearn_is_the_study_call_and_round_trips(small, tmp_path):
     from sklearn.neural_network import MLPClassifier
@@ -96,6 +98,7 @@ def test_mlp_sklearn_is_the_study_call_and_round_trips(small, tmp_path):
     assert back.n_parameters() == 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10
 
 
+@pytest.mark.slow
 def test_mlp_sklearn_tuned_keeps_the_best_epoch(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("mlp-sklearn-tuned", max_iter=4).fit(x[:2500], y[:2500], x[2500:], y[2500:])

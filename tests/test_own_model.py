@@ -1,8 +1,11 @@
 """digitlab's own models: `fast` learns in one short run, `best` trains with augmentation, both round-trip."""
 
 import numpy as np
+import pytest
 
 from digitlab.lab.models import create, load
+
+pytestmark = pytest.mark.slow  # every test here trains a network
 
 
 def test_fast_learns_on_10k_images(mnist, tmp_path):

@@ -118,6 +118,7 @@ def _stroke(page, box, points):
     page.mouse.up()
 
 
+@pytest.mark.slow
 def test_drawing_pad_in_a_real_browser(server):
     if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
         if os.environ.get("CI"):

@@ -104,7 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir)
+    targets = [BUNDLED if d == "bundled" else d for d in args.model_dirs]
+    path = write_report(targets, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0
 
@@ -126,7 +127,7 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
     p = commands.add_parser("report", parents=[data_dir], help="one self-contained HTML report of models")
-    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help='model folders, .onnx files or "bundled"')
     p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
     p.add_argument("--out", default="report.html")
     p.set_defaults(func=cmd_report)
