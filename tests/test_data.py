@@ -61,16 +61,16 @@ def _corrupt(kind, path):
     elif kind == "magic":
         payload = bytearray(gzip.decompress(raw))
         payload[2:4] = b"\x07\x07"
-        path.write_bytes(gzip.compress(bytes(payload)))
+        path.write_bytes(gzip.compress(bytes(payload), compresslevel=1))
     elif kind == "huge-header":
         payload = bytearray(gzip.decompress(raw))
         payload[4:8] = (10**9).to_bytes(4, "big")
-        path.write_bytes(gzip.compress(bytes(payload)))
+        path.write_bytes(gzip.compress(bytes(payload), compresslevel=1))
     elif kind == "count":
         payload = gzip.decompress(raw)
         header = bytearray(payload[:16])
         header[4:8] = (9999).to_bytes(4, "big")
-        path.write_bytes(gzip.compress(bytes(header) + payload[16 : 16 + 9999 * 784]))
+        path.write_bytes(gzip.compress(bytes(header) + payload[16 : 16 + 9999 * 784], compresslevel=1))
 
 
 @pytest.mark.parametrize(

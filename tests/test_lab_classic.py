@@ -119,3 +119,11 @@ def test_missing_weights_is_a_model_error(small, tmp_path):
     (tmp_path / "m" / "weights.npz").write_bytes(b"not a zip")
     with pytest.raises(errors.ModelError, match="not a valid weights file"):
         models.load(tmp_path / "m")
+
+
+def test_a_pickled_weights_file_is_refused_never_unpickled(tmp_path):
+    from digitlab.lab.models.base import load_npz
+
+    np.savez(tmp_path / "weights.npz", images=np.array([{"code": "would run on unpickling"}], dtype=object))
+    with pytest.raises(errors.ModelError, match="not a valid weights file"):
+        load_npz(tmp_path, ("images",))

@@ -198,7 +198,7 @@ class NearestCentroid(models.Classifier):
         np.savez(directory / "weights.npz", centroids=self.centroids)
 
     def load_weights(self, directory):
-        self.centroids = np.load(directory / "weights.npz")["centroids"]
+        self.centroids = np.load(directory / "weights.npz", allow_pickle=False)["centroids"]
 
 
 def test_cli_train_drives_a_classical_family(tmp_path, monkeypatch, capsys):
