@@ -53,8 +53,11 @@ def build(family: str, fmt: str, normalization: dict, run: dict, **extra) -> dic
     split = run.get("split") or {}
     train, val = split.get("train_images"), split.get("val_images")
     dataset = run.get("dataset", "mnist")
-    text = f"{dataset} training split, {train:,} images" if train else f"{dataset} training split"
-    text += f" ({val:,} more held out for validation)" if val else " (no validation hold-out)"
+    if train:
+        text = f"{dataset} training split, {train:,} images"
+        text += f" ({val:,} more held out for validation)" if val else " (no validation hold-out)"
+    else:
+        text = f"{dataset} training split (how it was split was not recorded)"
     return {"card_version": CARD_VERSION, "name": "digitlab digit model", "family": family, "format": fmt,
             "input": dict(INPUT), "output": dict(OUTPUT),
             "normalization": {"mean": float(normalization["mean"]), "std": float(normalization["std"])},

@@ -50,7 +50,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         train_images, _ = load(run["dataset"], "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
         onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], norm["mean"], norm["std"]))
-    card = make_card(model, model_dir, run, quantize, bundle)
+    card = make_card(model, model_dir, run, quantize, bundle, None if bundle else out)
     model_card.write(out, onnx_bytes, card)
     # The card's figures are measured on the written file itself, through onnxruntime.
     x_test, y_test = load(run["dataset"], "test")
@@ -108,13 +108,14 @@ def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
         return int8.read_bytes()
 
 
-def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: bool = False) -> dict:
+def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: bool = False,
+              out: Path | None = None) -> dict:
     import torch
 
     metrics = read_json(model_dir / "metrics.json") if (model_dir / "metrics.json").is_file() else {}
     train = run.get("command") or f"digitlab train {model.family} --seed {run['seed']} --out {model_dir}"
     command = (train + f" && digitlab export {model_dir}" + (" --quantize int8" if quantize else "")
-               + (" --bundle" if bundle else ""))
+               + (" --bundle" if bundle else f" --out {out}" if out else ""))
     fmt = f"onnx opset {OPSET}" + (", int8 static quantization (QDQ, per-channel)" if quantize else "")
     return model_card.build(
         model.family, fmt, run["normalization"], {**run, "command": command},
