@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -227,9 +228,7 @@ def predict_one(loaded: Loaded, source, cfg: ServeConfig, min_confidence: float,
 def upload_box(box, size: tuple[int, int]) -> list[int]:
     """A box of `reader.read` in the uploaded image's pixels. The reader works on images reduced to
     WORK_SIZE on their longer side and reports boxes there; scale them back up (clamped to the image)."""
-    from digitlab.reader import preprocess as pre
-
-    work = getattr(pre, "WORK_SIZE", None)
+    work = getattr(importlib.import_module("digitlab.reader.preprocess"), "WORK_SIZE", None)
     width, height = size
     scale = max(width, height) / work if work and max(width, height) > work else 1.0
     left, top, right, bottom = (float(v) for v in box)
