@@ -135,6 +135,7 @@ def test_fits_a_phone_screen_and_drawing_does_not_scroll(browser_page):
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         assert page.locator('[data-testid="pad"]').bounding_box()["width"] <= 360
         assert page.evaluate("getComputedStyle(document.getElementById('pad')).touchAction") == "none"
+        page.evaluate("window.scrollTo(0, 0)")
         draw(page, seven(200))
         answer_is(page, "7")
         assert page.evaluate("window.scrollY") == 0
