@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 
 import pytest
+
 from serve_util import REPO, Server, canvas, png
 
 CHROMIUM = "/usr/bin/chromium"

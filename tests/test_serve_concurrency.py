@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi.testclient import TestClient
-from serve_util import canvas, png
 
 from digitlab import reader
 from digitlab.serve import ServeConfig, create_app
+from serve_util import canvas, png
 
 
 def test_one_model_many_threads_same_answers_as_one_thread(mnist):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serve_util import REPO, Server, canvas, png
 
 from digitlab.serve import ServeConfig, create_app, feedback
+from serve_util import REPO, Server, canvas, png
 
 
 def test_feedback_api_stores_corrections(tmp_path, mnist):

@@ -92,12 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise DigitlabError(f"the service needs the serve extra: pip install 'digitlab[serve]' ({e})") from None
 
-    for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout"):
+    for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
+                 "header_timeout"):
         if getattr(args, name) <= 0:
             raise DigitlabError(f"--{name.replace('_', '-')} must be positive")
     config = ServeConfig(model=args.model, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                          max_pixels=int(args.max_megapixels * 1_000_000), max_batch=args.max_batch,
                          max_concurrent=args.max_concurrent, request_timeout=args.timeout,
+                         header_timeout=args.header_timeout,
                          feedback_db=args.feedback_db or ServeConfig().feedback_db, watch=args.watch,
                          reload_token=args.reload_token)
     try:
@@ -135,6 +137,8 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per /v1/predict/batch request")
     p.add_argument("--max-concurrent", type=int, default=d.max_concurrent, help="inferences at once per worker")
     p.add_argument("--timeout", type=float, default=d.request_timeout, help="seconds per request")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help="seconds a client may take to send its request headers (slowloris guard)")
     p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
                    "~/.local/share/digitlab/feedback.sqlite3)")
     p.add_argument("--watch", action="store_true", help="reload the model when its file changes")

@@ -352,7 +352,7 @@ class Guard:
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
                 if message["status"] >= 400:
-                    state["error"] = dict(message.get("headers", [])).get(b"x-error", b"").decode() or None
+                    state["error"] = dict(message.get("headers", [])).get(b"x-error", b"").decode() or state["error"]
             await send(message)
 
         async def refuse(status: int, error: str, detail: str) -> None:
