@@ -118,7 +118,8 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     counts = export(db, args.dir)
     total = sum(counts.values())
     per_label = " ".join(f"{label}:{n}" for label, n in sorted(counts.items())) or "none"
-    print(f"{total} corrections from {db} -> {args.dir}/<label>/*.png  ({per_label})")
+    print(f"{total} correction{'s' if total != 1 else ''} from {db} -> {Path(args.dir) / '<label>'}/*.png  "
+          f"(per label: {per_label})")
     return 0
 
 
