@@ -147,9 +147,9 @@ def old_server(tmp: Path) -> Served:
 def wrk(url: str, body: Path, content_type: str, connections: int, seconds: float, tmp: Path) -> dict:
     script = tmp / f"post-{abs(hash((str(body), content_type)))}.lua"
     script.write_text(LUA % {"content_type": content_type, "body": body})
-    out = subprocess.run([WRK, "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                          "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True,
-                         timeout=seconds + 60)
+    argv = [WRK, "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")

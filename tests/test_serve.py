@@ -416,3 +416,12 @@ def test_serve_command_bad_model_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=REPO,
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 1 and proc.stderr.startswith("digitlab: error:") and "Traceback" not in proc.stderr
+
+
+def test_the_service_never_imports_torch():
+    code = ("import sys; from digitlab.serve import create_app; create_app(); import digitlab.serve.protocol; "
+            "bad = [m for m in ('torch', 'sklearn', 'digitlab.lab') if m in sys.modules]; "
+            "print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
