@@ -55,8 +55,11 @@ class OnnxModel:
         self.temperature = float(temperature if temperature is not None else self.card["temperature"])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        """Thread-safe: every call builds its own input array (an onnxruntime session may be run from
+        many threads at once, and a buffer shared between calls would mix their images)."""
         x = check_images(images)
-        batch = (x.astype(np.float32) * self.scale + self.shift)[:, None]  # a new array per call: thread-safe
+        batch = np.multiply(x[:, None], self.scale, dtype=np.float32)
+        batch += self.shift
         return self.session.run(None, {self.input_name: batch})[0]
 
     def predict_proba(self, images: np.ndarray, temperature: float | None = None) -> np.ndarray:
