@@ -47,9 +47,9 @@ class PreprocessConfig:
 
 @dataclass
 class InkMap:
-    """Ink (float32 0-1, paper 0) at the working size, and how to get back to the input's pixels."""
+    """Ink (uint8, paper 0) at the working size, and how to get back to the input's pixels."""
 
-    ink: np.ndarray
+    ink: np.ndarray  # uint8, paper 0, ink up to 255
     scale: tuple[float, float]  # input pixels per working pixel (x, y)
     size: tuple[int, int]  # the input's (width, height)
 
@@ -64,11 +64,11 @@ class InkMap:
 # ---------------------------------------------------------------------------- ink map
 def composite_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Strokes drawn on a transparent canvas: put them on paper of the opposite brightness."""
-    a = alpha.astype(np.float32) / 255
-    weight = float(a.sum())
-    ink_brightness = float((gray * a).sum() / weight) if weight > 0 else 0.0
-    paper = 255.0 if ink_brightness < 128 else 0.0
-    return (gray * a + paper * (1.0 - a) + 0.5).astype(np.uint8)
+    a = alpha.astype(np.uint32)
+    weight = int(a.sum())
+    ink_brightness = int((gray * a).sum()) / weight if weight > 0 else 0.0
+    paper = 255 if ink_brightness < 128 else 0
+    return ((gray * a + paper * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def otsu(u8: np.ndarray) -> int:
@@ -122,7 +122,7 @@ def uneven_paper(x: np.ndarray) -> bool:
 
 
 def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
-    """Ink-bright uint8 -> float32 0-1 with the paper's uneven level taken out. The paper level is an
+    """Ink-bright uint8 -> uint8 with the paper's uneven level taken out. The paper level is an
     opening (it removes bright strokes narrower than the window) of a 64-px copy, smoothed and scaled
     back up: cheap at any image size, and a shadow's soft edge survives it while strokes do not.
     Light falling on dark-ink paper multiplies the ink's contrast too, hence a division there."""
@@ -135,42 +135,68 @@ def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
     xf = x.astype(np.float32)
     if dark:  # in paper brightness: ink = 1 - gray / paper
         paper, gray = 255.0 - level, 255.0 - xf
-        return np.clip(1.0 - gray / np.maximum(np.maximum(paper, gray), 12.0), 0.0, 1.0)
-    return np.maximum(xf - level, 0.0) / 255
+        flat = 255.0 * (1.0 - gray / np.maximum(np.maximum(paper, gray), 12.0))
+    else:
+        flat = xf - level
+    return (np.clip(flat, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
 def noise_level(x: np.ndarray) -> float:
     """Pixel noise sigma from neighbour differences: ink and edges are a minority of pixel pairs, so
     the median difference measures the grain whatever share of the picture the ink covers."""
-    step = max(1, x.shape[0] // 256)
-    rows = x[::step].astype(np.float32)
+    step = max(1, x.shape[0] // 64)
+    rows = x[::step].astype(np.int16)
     if rows.shape[1] < 2:
         return 0.0
-    return float(np.median(np.abs(np.diff(rows, axis=1)))) / (0.6745 * np.sqrt(2))
+    d = np.abs(np.diff(rows, axis=1)).ravel()
+    return _median(np.bincount(d, minlength=256)) / (0.6745 * np.sqrt(2))
+
+
+def _median(hist: np.ndarray) -> float:
+    c = np.cumsum(hist)
+    return float(np.searchsorted(c, c[-1] / 2))
+
+
+def _spread(hist: np.ndarray, center: float) -> float:
+    """Robust sigma (1.4826 x median absolute deviation) of the values a histogram counts."""
+    d = np.abs(np.arange(len(hist)) - round(center))
+    return 1.4826 * _median(np.bincount(d, weights=hist, minlength=len(hist)))
 
 
 def stretch_contrast(x: np.ndarray, min_contrast: float) -> np.ndarray:
-    """Ramp from just above the paper's noise to the typical ink value: texture and JPEG ringing go
-    to 0, the stroke core saturates at 1 as in MNIST, and the anti-aliased edge keeps its greys.
-    Paper and ink are Otsu's two classes; the ink may be the larger one."""
-    u8 = (x * 255 + 0.5).astype(np.uint8)
-    t = otsu(u8) / 255
-    below, above = x[x <= t], x[x > t]
-    if above.size == 0 or below.size == 0:
+    """Ink-bright uint8 -> uint8 ink ramp from just above the paper's noise to the typical ink value:
+    texture and JPEG ringing go to 0, the stroke core saturates at 255 as in MNIST, and the
+    anti-aliased edge keeps its greys. Paper is the class below Otsu's threshold (the ink may be the
+    larger class); ink must also clear the paper's noise, which matters when the ink is a few
+    percent of a grainy photo and Otsu's threshold falls inside the grain. All from one histogram."""
+    hist = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+    t = otsu(x)
+    if hist[: t + 1].sum() == 0 or hist[t + 1:].sum() == 0:
         raise NoDigitError("no digit: the image is blank")
-    paper = float(np.median(below))
-    noise = 1.4826 * float(np.median(np.abs(below - paper)))
-    top = float(np.median(above))
-    if top - paper < max(min_contrast, 6 * noise):
+    below = hist.copy()
+    below[t + 1:] = 0
+    paper = _median(below)
+    noise = _spread(below, paper)
+    cut = max(t, int(paper + 4 * noise))
+    above = hist.copy()
+    above[: cut + 1] = 0
+    if above.sum() == 0:
+        raise NoDigitError("no digit: the image is blank")
+    top = _median(above)
+    if top - paper < max(255 * min_contrast, 6 * noise):
         raise NoDigitError("no digit: nothing stands out from the background")
-    floor = paper + max(4 * noise, 0.02)
+    floor = paper + max(4 * noise, 5.0)
     low = max(floor, paper + 0.15 * (top - paper))
-    return np.clip((x - low) / max(top - low, 1e-3), 0.0, 1.0)
+    lut = np.clip((np.arange(256) - low) / max(top - low, 1.0), 0.0, 1.0) * 255 + 0.5
+    return cv2.LUT(x, lut.astype(np.uint8))
 
 
 def component_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected ink blobs: (labels, stats [n, 5] as OpenCV gives them, ink mass per label)."""
+    """8-connected ink blobs: (labels, stats [n, 5] as OpenCV gives them, ink mass per label; one
+    blob's mass is not summed, as nothing compares it)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats((x > 0).view(np.uint8), connectivity=8)
+    if n <= 2:
+        return labels, stats, np.ones(n)
     mass = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n)
     mass[0] = 0.0
     return labels, stats, mass
@@ -183,7 +209,7 @@ def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:
         return x
     keep = mass >= fraction * mass.max()
     keep[0] = False
-    return np.where(keep[labels], x, 0.0).astype(np.float32)
+    return np.where(keep[labels], x, 0).astype(x.dtype)
 
 
 def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
@@ -211,11 +237,11 @@ def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
                 grown = True
     chosen = np.zeros(len(mass), bool)
     chosen[list(keep)] = True
-    return np.where(chosen[labels], x, 0.0).astype(np.float32)
+    return np.where(chosen[labels], x, 0).astype(x.dtype)
 
 
 def ink_image(loaded: Loaded, c: PreprocessConfig) -> np.ndarray:
-    """Loaded grey (+ alpha) -> ink-bright float32 0-1 before the contrast ramp."""
+    """Loaded grey (+ alpha) -> ink-bright uint8 before the contrast ramp."""
     gray = loaded.gray
     if loaded.alpha is not None:
         gray = composite_alpha(gray, loaded.alpha)
@@ -226,7 +252,7 @@ def ink_image(loaded: Loaded, c: PreprocessConfig) -> np.ndarray:
         gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
     if c.flatten_background and uneven_paper(gray):
         return flatten_background(gray, dark)
-    return gray.astype(np.float32) / 255
+    return gray
 
 
 def ink_map(image, config: PreprocessConfig | None = None) -> InkMap:
@@ -237,13 +263,13 @@ def ink_map(image, config: PreprocessConfig | None = None) -> InkMap:
     if c.threshold:
         x = stretch_contrast(x, c.min_contrast)
     else:
-        x = x - x.min()
-        if x.max() < c.min_contrast:
+        lo, hi = int(x.min()), int(x.max())
+        if hi - lo < 255 * c.min_contrast:
             raise NoDigitError("no digit: the image is blank")
-        x = x / x.max()
+        x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
     if c.remove_specks:
         x = remove_specks(x)
-    return InkMap(x.astype(np.float32), loaded.scale, loaded.size)
+    return InkMap(x, loaded.scale, loaded.size)
 
 
 # ---------------------------------------------------------------------------- one digit -> 28x28
@@ -343,12 +369,13 @@ def paste_centered(x: np.ndarray, center_of_mass: bool = True, size: int = 28) -
 
 
 def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
-    """An ink map holding one digit -> uint8 [28, 28], MNIST-style."""
+    """An ink map holding one digit (uint8 0-255 or float 0-1) -> uint8 [28, 28], MNIST-style."""
     c = config or PreprocessConfig()
     if c.crop:
         top, left, bottom, right = bounding_box(x)
         x = x[top:bottom, left:right]
-    x = reduce_digit(np.ascontiguousarray(x, np.float32))
+    x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
+    x = reduce_digit(x)
     if c.stroke_width:
         x = adjust_stroke(x, c.box)
     if c.deskew:

@@ -185,7 +185,7 @@ def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.1)
     path = np.empty(h, np.int64)
     for r in range(h - 1, -1, -1):
         path[r] = col + lo
-        col += back[r, col]
+        col = int(col + back[r, col])
     return path
 
 
@@ -288,7 +288,7 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             left, top = min(b[0][0] for b in members), min(b[0][1] for b in members)
             right, bottom = max(b[0][2] for b in members), max(b[0][3] for b in members)
             ids = [i for _, member_ids in members for i in member_ids]
-            own = np.where(np.isin(labels[top:bottom, left:right], ids), x[top:bottom, left:right], 0.0)
+            own = np.where(np.isin(labels[top:bottom, left:right], ids), x[top:bottom, left:right] / np.float32(255), 0.0)
             value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config)
             total = best[start][0] + value
             if found and total > best[end][0]:
