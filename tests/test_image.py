@@ -46,7 +46,8 @@ def test_loader_bounds_size_and_keeps_the_scale():
     loaded = load(data)
     assert max(loaded.gray.shape) <= 2 * WORK_SIZE and loaded.gray.dtype == np.uint8
     assert loaded.size == (4000, 3000)
-    assert abs(loaded.scale[0] * loaded.gray.shape[1] - 4000) < 1 and abs(loaded.scale[1] * loaded.gray.shape[0] - 3000) < 1
+    assert abs(loaded.scale[0] * loaded.gray.shape[1] - 4000) < 1
+    assert abs(loaded.scale[1] * loaded.gray.shape[0] - 3000) < 1
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -101,13 +102,14 @@ def test_any_2d_array_gives_28x28_or_no_digit(h, w, dtype, kind, seed):
     if h * w > 4_000_000 and kind == "noise":
         h = min(h, 1000)  # random noise at 16 M pixels is slow to make, not to read
     rng = np.random.default_rng(seed)
-    hi = {"bool": 1, "uint8": 255, "uint16": 65535, "int32": 1000, "int64": 255, "float32": 1.0, "float64": 255.0}[dtype]
+    hi = {"bool": 1, "uint8": 255, "uint16": 65535, "int32": 1000, "int64": 255, "float32": 1.0,
+          "float64": 255.0}[dtype]
     a = np.full((h, w), hi * rng.random(), np.float64)
     if kind == "noise":
         a = rng.random((h, w)) * hi
     elif kind == "box":
-        t, l = rng.integers(0, h), rng.integers(0, w)
-        a[t:t + 1 + rng.integers(0, h), l:l + 1 + rng.integers(0, w)] = hi * rng.random()
+        t, x0 = rng.integers(0, h), rng.integers(0, w)
+        a[t:t + 1 + rng.integers(0, h), x0:x0 + 1 + rng.integers(0, w)] = hi * rng.random()
     elif kind == "line":
         a[:, rng.integers(0, w)] = 0 if a.mean() > hi / 2 else hi
     a = (a > hi / 2) if dtype == "bool" else a.astype(dtype)

@@ -288,7 +288,8 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             left, top = min(b[0][0] for b in members), min(b[0][1] for b in members)
             right, bottom = max(b[0][2] for b in members), max(b[0][3] for b in members)
             ids = [i for _, member_ids in members for i in member_ids]
-            own = np.where(np.isin(labels[top:bottom, left:right], ids), x[top:bottom, left:right] / np.float32(255), 0.0)
+            inside = np.isin(labels[top:bottom, left:right], ids)
+            own = np.where(inside, x[top:bottom, left:right] / np.float32(255), 0.0)
             value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config)
             total = best[start][0] + value
             if found and total > best[end][0]:

@@ -2,8 +2,9 @@
 
 `builder()` returns what a user would pass (file bytes or a numpy array); `expected` is
 "error" (a one-line digitlab ImageError, nothing else), "result" (an answer: a digit, or "no digit"),
-"result or error" (either, never anything else) or a digit "0"-"9" (that answer). tests/test_image.py runs every case through `digitlab.classify`
-with a time limit; RELIABILITY.md's table can be generated from this list.
+"result or error" (either, never anything else) or a digit "0"-"9" (that answer).
+tests/test_image.py runs every case through `digitlab.classify` with a time limit;
+RELIABILITY.md's table can be generated from this list.
 Crashers found by the fuzz tests are added here as regression cases.
 """
 
