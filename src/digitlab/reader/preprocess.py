@@ -27,6 +27,7 @@ from digitlab.errors import NoDigitError
 from .image import Loaded, load
 
 MNIST_STROKE = 1.85  # median of stroke_width() over MNIST digits, in pixels of the 20-px box
+PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey levels)
 STROKE_WORK = 80  # a cropped digit is reduced to this longest side before stroke and scale steps
 
 
@@ -84,12 +85,15 @@ def border(a: np.ndarray) -> np.ndarray:
 
 
 def dark_ink(gray: np.ndarray) -> bool:
-    """True for dark ink on light paper. Otsu's threshold splits the pixels in two; the paper is the
-    class the image border mostly falls in. (Not the majority class: ink may cover 60% of a tight
-    crop; and a frame-filling digit's strokes touch the border, but rarely most of it.)"""
-    t = otsu(gray)
-    ring = border(gray)
-    return float((ring > t).mean()) > 0.5
+    """True for dark ink on light paper. The paper is the image border's median (a frame-filling
+    digit touches the border, but rarely most of it); the ink is whatever departs from it furthest,
+    on a lightly smoothed copy of at most 256 px (so that one noise pixel does not decide, and a
+    shadow, which departs from the paper less than ink does, does not either)."""
+    s = small_copy(gray, 256)
+    if min(s.shape) >= 9:
+        s = cv2.blur(s, (3, 3))
+    paper = float(np.median(border(s)))
+    return paper - float(s.min()) > float(s.max()) - paper
 
 
 def small_copy(a: np.ndarray, side: int = 64) -> np.ndarray:
@@ -101,24 +105,18 @@ def small_copy(a: np.ndarray, side: int = 64) -> np.ndarray:
 
 
 def uneven_paper(x: np.ndarray) -> bool:
-    """Does the paper's brightness vary across the image (lamp, shadow) by more than a fifth of the
-    ink's contrast? Judged on a 64-px copy, 4x4 tiles, each tile's paper = its paper-class pixels'
-    median. Clean scans and canvases are flat, so they skip flattening, which could eat the
-    strokes of a digit that fills the frame."""
+    """Does the paper's brightness vary across the image (lamp, shadow) by more than a sixth of the
+    image's contrast? Judged on a 64-px copy in 4x4 tiles, each tile's paper level its 10th
+    percentile (ink-bright: paper is dark), ignoring the three inkiest tiles, which a digit filling
+    the frame may cover entirely. Clean scans and canvases are flat, so they skip flattening, which
+    could eat the strokes of a digit that fills the frame."""
     s = small_copy(x)
-    t = otsu(s)
-    paper, ink = s[s <= t], s[s > t]
-    if ink.size == 0 or paper.size == 0 or min(s.shape) < 8:
+    if min(s.shape) < 8:
         return False
-    contrast = float(np.median(ink)) - float(np.median(paper))
-    levels = []
-    for rows in np.array_split(np.arange(s.shape[0]), 4):
-        for cols in np.array_split(np.arange(s.shape[1]), 4):
-            tile = s[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-            p = tile[tile <= t]
-            if p.size >= 0.25 * tile.size:
-                levels.append(float(np.median(p)))
-    return len(levels) >= 2 and max(levels) - min(levels) > max(6.0, 0.2 * contrast)
+    levels = sorted(float(np.percentile(tile, 10)) for rows in np.array_split(s, 4, axis=0)
+                    for tile in np.array_split(rows, 4, axis=1))
+    low, high = np.percentile(s, (1, 99))
+    return levels[-4] - levels[0] > max(8.0, (high - low) / 6)
 
 
 def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
@@ -135,10 +133,11 @@ def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
     xf = x.astype(np.float32)
     if dark:  # in paper brightness: ink = 1 - gray / paper
         paper, gray = 255.0 - level, 255.0 - xf
-        flat = 255.0 * (1.0 - gray / np.maximum(np.maximum(paper, gray), 12.0))
+        flat = 255.0 * (1.0 - gray / np.maximum(paper, 12.0))
     else:
         flat = xf - level
-    return (np.clip(flat, 0.0, 255.0) + 0.5).astype(np.uint8)
+    # the paper lands at PAPER_LEVEL, not 0, so its grain is kept whole for the noise estimate
+    return (np.clip(flat + PAPER_LEVEL, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
 def noise_level(x: np.ndarray) -> float:
@@ -157,12 +156,6 @@ def _median(hist: np.ndarray) -> float:
     return float(np.searchsorted(c, c[-1] / 2))
 
 
-def _spread(hist: np.ndarray, center: float) -> float:
-    """Robust sigma (1.4826 x median absolute deviation) of the values a histogram counts."""
-    d = np.abs(np.arange(len(hist)) - round(center))
-    return 1.4826 * _median(np.bincount(d, weights=hist, minlength=len(hist)))
-
-
 def stretch_contrast(x: np.ndarray, min_contrast: float) -> np.ndarray:
     """Ink-bright uint8 -> uint8 ink ramp from just above the paper's noise to the typical ink value:
     texture and JPEG ringing go to 0, the stroke core saturates at 255 as in MNIST, and the
@@ -173,10 +166,12 @@ def stretch_contrast(x: np.ndarray, min_contrast: float) -> np.ndarray:
     t = otsu(x)
     if hist[: t + 1].sum() == 0 or hist[t + 1:].sum() == 0:
         raise NoDigitError("no digit: the image is blank")
-    below = hist.copy()
-    below[t + 1:] = 0
-    paper = _median(below)
-    noise = _spread(below, paper)
+    # paper: the histogram's peak below Otsu's threshold; its grain: from the peak's dark side only
+    # (the bright side mixes with ink, and Otsu may cut through the grain when ink is scarce)
+    smooth = np.convolve(hist, np.ones(5) / 5, mode="same")
+    paper = int(np.argmax(smooth[: t + 1]))
+    dark_side = np.cumsum(hist[: paper + 1])
+    noise = float(paper - np.searchsorted(dark_side, 0.3173 * dark_side[-1]))
     cut = max(t, int(paper + 4 * noise))
     above = hist.copy()
     above[: cut + 1] = 0
