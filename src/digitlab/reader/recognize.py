@@ -33,10 +33,12 @@ from .preprocess import (
 
 _BUNDLED = None
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
-# digit in two must buy more confidence than that; a digit much wider than tall is rare (MNIST:
-# 1% beyond 1.4), so each unit of width beyond 1.1 x the height costs WIDTH_COST.
+# digit in two must buy more confidence than that; a digit wider than tall is rare (MNIST: 1%
+# beyond 1.4), while two touching digits are usually wider than tall, so each unit of width beyond
+# WIDE x the height costs WIDTH_COST (the model alone reads many touching pairs as one digit).
 DIGIT_COST = 1.5
-WIDTH_COST = 4.0
+WIDE = 1.15
+WIDTH_COST = 12.0
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
@@ -165,12 +167,12 @@ def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[in
     return labels, merged
 
 
-def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.1) -> np.ndarray:
+def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.05) -> np.ndarray:
     """The top-to-bottom path (one column per row, moving at most one column per row, within `reach`
     of column `start`) crossing the least ink: where two touching digits meet it slips through the
     one stroke they share. Dynamic programming, one row at a time."""
     h, w = ink.shape
-    lo, hi = max(0, start - reach), min(w, start + reach + 1)
+    lo, hi = max(1, start - reach), min(w - 1, start + reach + 1)  # never along the blob's own edge
     band = ink[:, lo:hi]
     cost = band[0].astype(np.float64).copy()
     back = np.zeros(band.shape, np.int8)
@@ -196,7 +198,7 @@ def split_points(ink: np.ndarray, height: int) -> list[np.ndarray | None]:
     margin, step = max(1, int(0.25 * height)), max(1, height // 8)
     paths: list[np.ndarray] = []
     for start in range(margin, w - margin, step):
-        path = cheapest_path(ink, start, max(2, height // 4))
+        path = cheapest_path(ink, start, max(2, min(height // 4, start - margin // 2, w - margin // 2 - start)))
         if not paths or abs(float(path.mean()) - float(paths[-1].mean())) >= max(1.0, height / 16):
             paths.append(path)
     paths.sort(key=lambda p: float(p.mean()))
@@ -232,6 +234,8 @@ def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, conf
                 continue
             rows, cols = np.flatnonzero(piece.any(axis=1)), np.flatnonzero(piece.any(axis=0))
             pw, ph = cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]
+            if (i, j) != (0, n - 1) and (ph < 0.5 * height or pw < 0.1 * height):
+                continue  # a sliver cut off a digit, not a digit
             if pw > 1.8 * height and (i, j) != (0, n - 1):
                 continue  # several digits: only the uncut blob is scored whatever its width
             try:
@@ -245,7 +249,7 @@ def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, conf
         return -50.0, []
     keys = list(pieces)
     probs = calibrated_proba(model, np.stack([pieces[k][0] for k in keys]))
-    value = {k: math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, pieces[k][2] - 1.1)
+    value = {k: math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, pieces[k][2] - WIDE)
              for k, p in zip(keys, probs, strict=True)}
     proba = dict(zip(keys, probs, strict=True))
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * (n - 1)
