@@ -87,9 +87,9 @@ def border(a: np.ndarray) -> np.ndarray:
 def dark_ink(gray: np.ndarray) -> bool:
     """True for dark ink on light paper. The paper is the image border's median (a frame-filling
     digit touches the border, but rarely most of it); the ink is whatever departs from it furthest,
-    on a lightly smoothed copy of at most 256 px (so that one noise pixel does not decide, and a
+    on a lightly smoothed copy of at most 512 px (so that one noise pixel does not decide, and a
     shadow, which departs from the paper less than ink does, does not either)."""
-    s = small_copy(gray, 256)
+    s = small_copy(gray, 512)
     if min(s.shape) >= 9:
         s = cv2.blur(s, (3, 3))
     paper = float(np.median(border(s)))
@@ -106,17 +106,17 @@ def small_copy(a: np.ndarray, side: int = 64) -> np.ndarray:
 
 def uneven_paper(x: np.ndarray) -> bool:
     """Does the paper's brightness vary across the image (lamp, shadow) by more than a sixth of the
-    image's contrast? Judged on a 64-px copy in 4x4 tiles, each tile's paper level its 10th
+    image's contrast? Judged on a 64x64 copy in 4x4 tiles, each tile's paper level its 10th
     percentile (ink-bright: paper is dark), ignoring the three inkiest tiles, which a digit filling
     the frame may cover entirely. Clean scans and canvases are flat, so they skip flattening, which
     could eat the strokes of a digit that fills the frame."""
-    s = small_copy(x)
-    if min(s.shape) < 8:
+    if min(x.shape) < 8:
         return False
-    levels = sorted(float(np.percentile(tile, 10)) for rows in np.array_split(s, 4, axis=0)
-                    for tile in np.array_split(rows, 4, axis=1))
-    low, high = np.percentile(s, (1, 99))
-    return levels[-4] - levels[0] > max(8.0, (high - low) / 6)
+    s = cv2.resize(x, (64, 64), interpolation=cv2.INTER_AREA)
+    tiles = s.reshape(4, 16, 4, 16).transpose(0, 2, 1, 3).reshape(16, 256)
+    levels = np.sort(np.partition(tiles, 25, axis=1)[:, 25])  # each tile's 10th percentile
+    low, high = np.partition(s.ravel(), (40, 4055))[[40, 4055]]  # 1st and 99th percentiles
+    return float(levels[-4]) - float(levels[0]) > max(8.0, (float(high) - float(low)) / 6)
 
 
 def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
@@ -197,42 +197,46 @@ def component_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return labels, stats, mass
 
 
-def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:
-    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust)."""
-    labels, _, mass = component_mass(x)
+def remove_specks(x: np.ndarray, fraction: float = 0.02, single: bool = False, reach: float = 0.3) -> np.ndarray:
+    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust).
+    single: also keep only the largest blob and the blobs near it (within `reach` of its size): one
+    digit in a picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
+    labels, stats, mass = component_mass(x)
     if len(mass) <= 2:
         return x
     keep = mass >= fraction * mass.max()
     keep[0] = False
+    if single:
+        keep &= near_main(stats, np.where(keep, mass, 0.0), reach)  # specks do not bridge
     return np.where(keep[labels], x, 0).astype(x.dtype)
 
 
 def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
-    """Only the largest ink blob and the blobs near it (within `reach` of its size): one digit in a
-    picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
-    labels, stats, mass = component_mass(x)
-    if len(mass) <= 2:
-        return x
+    return remove_specks(x, 0.0, single=True, reach=reach)
+
+
+def near_main(stats: np.ndarray, mass: np.ndarray, reach: float) -> np.ndarray:
+    """Which blobs belong to the largest one's cluster: grown from it, a blob joins when its box comes
+    within `reach` x the cluster's size."""
     main = int(np.argmax(mass))
-    left, top, w, h = stats[main, :4]
+    left, top, w, h = (int(v) for v in stats[main, :4])
     right, bottom = left + w, top + h
-    keep = {main}
+    keep = np.zeros(len(mass), bool)
+    keep[main] = True
     grown = True
     while grown:
         grown = False
         margin = reach * max(bottom - top, right - left)
         for i in range(1, len(mass)):
-            if i in keep:
+            if keep[i] or mass[i] <= 0:
                 continue
             x0, t, bw, bh = stats[i, :4]
             if t < bottom + margin and t + bh > top - margin and x0 < right + margin and x0 + bw > left - margin:
-                keep.add(i)
+                keep[i] = True
                 top, bottom = min(top, t), max(bottom, t + bh)
                 left, right = min(left, x0), max(right, x0 + bw)
                 grown = True
-    chosen = np.zeros(len(mass), bool)
-    chosen[list(keep)] = True
-    return np.where(chosen[labels], x, 0).astype(x.dtype)
+    return keep
 
 
 def ink_image(loaded: Loaded, c: PreprocessConfig) -> np.ndarray:
@@ -250,8 +254,9 @@ def ink_image(loaded: Loaded, c: PreprocessConfig) -> np.ndarray:
     return gray
 
 
-def ink_map(image, config: PreprocessConfig | None = None) -> InkMap:
-    """Any image -> InkMap (paper 0, ink up to 1, at the working size). Raises NoDigitError when blank."""
+def ink_map(image, config: PreprocessConfig | None = None, single: bool = False) -> InkMap:
+    """Any image -> InkMap (paper 0, ink up to 255, at the working size). Raises NoDigitError when
+    blank. single: the image holds one digit, so stray marks away from it go too (main_cluster)."""
     c = config or PreprocessConfig()
     loaded = load(image)
     x = ink_image(loaded, c)
@@ -263,7 +268,7 @@ def ink_map(image, config: PreprocessConfig | None = None) -> InkMap:
             raise NoDigitError("no digit: the image is blank")
         x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
     if c.remove_specks:
-        x = remove_specks(x)
+        x = remove_specks(x, single=single)
     return InkMap(x, loaded.scale, loaded.size)
 
 
@@ -385,8 +390,8 @@ def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[
     """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
     input image's pixels). Raises NoDigitError for a blank image."""
     c = config or PreprocessConfig()
-    m = ink_map(image, c)
-    x = main_cluster(m.ink) if c.remove_specks else m.ink
+    m = ink_map(image, c, single=True)
+    x = m.ink
     top, left, bottom, right = bounding_box(x)
     return normalize_digit(x, c), m.to_input(left, top, right, bottom)
 
