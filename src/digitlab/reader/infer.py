@@ -49,16 +49,13 @@ class OnnxModel:
         self.scale = np.float32(1.0 / (255.0 * norm["std"]))
         self.shift = np.float32(-norm["mean"] / norm["std"])
         self.temperature = float(temperature if temperature is not None else self.card.get("temperature", 1.0))
-        self._one = np.empty((1, 1, 28, 28), np.float32)  # the single-image path reuses this buffer
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        """Thread-safe: every call builds its own input array (an onnxruntime session may be run from
+        many threads at once, and a buffer shared between calls would mix their images)."""
         x = check_images(images)
-        if len(x) == 1:
-            batch = self._one
-            np.multiply(x[0], self.scale, out=batch[0, 0], casting="unsafe")
-            batch += self.shift
-        else:
-            batch = (x.astype(np.float32) * self.scale + self.shift)[:, None]
+        batch = np.multiply(x[:, None], self.scale, dtype=np.float32)
+        batch += self.shift
         return self.session.run(None, {self.input_name: batch})[0]
 
     def predict_proba(self, images: np.ndarray, temperature: float | None = None) -> np.ndarray:
