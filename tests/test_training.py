@@ -125,19 +125,16 @@ def test_an_extended_run_resumes_exactly(tmp_path, mnist):
     x, y = x[:1000], y[:1000]
 
     def extended(directory: Path, stop_at: int | None = None):
-        first = make_model("mlp", seed=1, epochs=1)
-        first.callbacks.append(Checkpoint(lambda learner: save_checkpoint(learner, directory)))
-        first.fit(x, y)
+        save = Checkpoint(lambda learner: save_checkpoint(learner, directory))
+        make_model("mlp", seed=1, epochs=1).fit(x, y, callbacks=[save])
         model = make_model("mlp", seed=1)
         model.resume(directory)
         assert "one-cycle schedule of their own" in model.extend(3)
-        model.callbacks += [Checkpoint(lambda learner: save_checkpoint(learner, directory))]
         if stop_at:
-            model.callbacks.append(StopAt(stop_at))
             with pytest.raises(KeyboardInterrupt):
-                model.fit(x, y)
+                model.fit(x, y, callbacks=[save, StopAt(stop_at)])
         else:
-            model.fit(x, y)
+            model.fit(x, y, callbacks=[save])
         return model
 
     straight = extended(tmp_path / "a")
