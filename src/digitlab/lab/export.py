@@ -42,7 +42,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         raise ModelError(f"{model_dir}: only neural models export to ONNX (this is {model.family!r})")
     if quantize not in (None, "int8"):
         raise ModelError(f"unknown quantization {quantize!r}; use int8")
-    if bundle:
+    if bundle and out is None:  # `out` with bundle: staged elsewhere first (the CLI's --bundle checks it)
         out = BUNDLED
     elif out is None:
         out = model_dir / ("model-int8.onnx" if quantize else "model.onnx")
