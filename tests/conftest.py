@@ -49,15 +49,21 @@ def pytest_collection_modifyitems(config, items):
         if ids and not any(True for _ in item.iter_markers("hostile")):
             item.add_marker(pytest.mark.hostile(*ids))  # so `-m hostile` selects parametrized cases too
         item.user_properties.extend(("hostile", i) for i in ids)
+        for case_id in ids:  # every claim, run or not (deselected slow tests show as "not run")
+            _hostile_log(case_id, item.nodeid, "collected")
 
 
 def pytest_runtest_logreport(report):
-    log = os.environ.get("DIGITLAB_HOSTILE_LOG")
-    if not log or (report.when != "call" and report.passed):
-        return
-    import json
-
-    with open(log, "a", encoding="utf-8") as f:  # a test-run log, not a digitlab output file
+    if report.when == "call" or not report.passed:
         for key, case_id in report.user_properties:
             if key == "hostile":
-                f.write(json.dumps({"case": case_id, "test": report.nodeid, "outcome": report.outcome}) + "\n")
+                _hostile_log(case_id, report.nodeid, report.outcome)
+
+
+def _hostile_log(case_id: str, test: str, outcome: str) -> None:
+    log = os.environ.get("DIGITLAB_HOSTILE_LOG")
+    if log:
+        import json
+
+        with open(log, "a", encoding="utf-8") as f:  # a test-run log for the script, not a digitlab output
+            f.write(json.dumps({"case": case_id, "test": test, "outcome": outcome}) + "\n")
