@@ -230,3 +230,8 @@ def test_out_retries_failed_inputs(folder, tmp_path, capsys):
     code, _, err = run([folder / "000-7.png", late, "--out", out], capsys)
     assert code == 0 and "1 of 2 inputs already answered" in err
     assert [r.get("label") for r in read_jsonl(out)] == [7, 2]
+
+
+def test_out_naming_a_folder_fails_before_any_work(folder, tmp_path, capsys):
+    code, out, err = run([folder, "--out", tmp_path], capsys)
+    assert code == 1 and out == "" and "is a folder" in err and len(err.splitlines()) == 1

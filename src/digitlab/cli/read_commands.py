@@ -104,11 +104,17 @@ def answer(n: int, name: str, source: object, model, options: PredictOptions) ->
 def digit_count(image) -> int:
     """How many digit-sized ink blobs the image holds, on a copy reduced to HINT_SIZE px (cheap):
     the reader's own ink map and blob grouping, counting groups at least half as tall as the tallest."""
-    small = image.copy() if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    small.thumbnail((HINT_SIZE, HINT_SIZE))
     try:
+        small = image.copy() if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        try:
+            small.thumbnail((HINT_SIZE, HINT_SIZE))
+        except ValueError:  # modes Pillow cannot filter (16-bit, 32-bit integer): nearest pixel
+            scale = HINT_SIZE / max(small.size)
+            if scale < 1:
+                small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))),
+                                     Image.NEAREST)
         _, groups = components(ink_map(small))
-    except DigitlabError:
+    except (DigitlabError, ValueError, OSError):  # a mode thumbnail cannot reduce, a blank copy: no hint
         return 0
     heights = [box[3] - box[1] for box, _ in groups]
     return sum(h >= 0.5 * max(heights) for h in heights)
@@ -251,6 +257,8 @@ def read_records(path: Path) -> list[dict]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(args.multi, args.min_confidence, args.explain, args.model)
+    if args.out and Path(args.out).is_dir():
+        raise DigitlabError(f"--out {args.out}: is a folder; give a file name, e.g. {Path(args.out) / 'results.jsonl'}")
     if args.model:
         reader.get_model(args.model)  # a bad --model is one error now, not one per input
     inputs = predict_inputs(args.paths)
@@ -266,8 +274,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                delay=2.0 if auto else 0.0, disable=None if auto else not args.progress)
     share_terminal = not bar.disable and sys.stdout.isatty() and sys.stderr.isatty()
     failed = 0
+    stream = answers(tasks, options, args.jobs)
     try:
-        for record in answers(tasks, options, args.jobs):
+        for record in stream:
             failed += "error" in record
             if results:
                 results.add(record)
@@ -285,6 +294,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         raise
     finally:
+        stream.close()  # stops the worker processes now, not whenever the generator is collected
         bar.close()
     if results:
         results.finish([name for name, _ in inputs])
