@@ -12,6 +12,7 @@ printed the same answers in the same order, and their accuracy against the MNIST
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from digitlab.data import load
+from digitlab.files import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,9 @@ def make_canvases(folder: Path, n: int) -> None:
         path = folder / f"{i:05d}-{labels[i % len(labels)]}.png"
         if not path.exists():
             digit = Image.fromarray(255 - images[i % len(images)]).resize((280, 280), Image.BILINEAR)
-            digit.convert("RGB").save(path)
+            buf = io.BytesIO()
+            digit.convert("RGB").save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue())  # a killed run leaves no half image to reuse
 
 
 def timed_predict(folder: Path, jobs: int) -> tuple[float, list[dict]]:
