@@ -32,7 +32,7 @@ from digitlab.serve import make_server
 # --out, answers go to a journal (FILE.partial) as they come, each one line appended in one write
 # and fsynced every second, and the journal becomes FILE when the run ends; a rerun after a crash or
 # a kill skips every input the journal already answers, so nothing is redone and nothing is lost.
-PARALLEL_MIN = 100  # fewer inputs: one process (starting workers costs about as much as reading ~100)
+PARALLEL_MIN = 100  # fewer inputs: one process (each worker loads the model: not worth it for a handful)
 SYNC_EVERY_S = 1.0
 HINT_SIZE = 64  # the several-digits hint looks at a copy this small: cheap, and enough to tell digits apart
 
