@@ -2,11 +2,11 @@
 Both tests point the shipped model at a copy in a temporary folder: the real one is never touched."""
 
 import hashlib
-import json
 import shutil
 
 import pytest
 
+from digitlab import card as model_card
 from digitlab.cli import lab_commands, main
 from digitlab.reader import infer
 
@@ -29,10 +29,8 @@ def fake_export(accuracy: float):
     """Stands in for the training stack's export: the shipped bytes under a card with `accuracy`."""
 
     def export(model_dir, out, quantize=None, bundle=False):
-        card = {**json.loads(infer.BUNDLED.with_suffix(".json").read_text()), "test": {"accuracy": accuracy}}
-        out.with_suffix(".json").write_text(json.dumps(card))
-        out.with_suffix(".md").write_text(f"# accuracy {accuracy}\n")
-        out.write_bytes(infer.BUNDLED.read_bytes())
+        card = model_card.read(infer.BUNDLED)
+        model_card.write(out, infer.BUNDLED.read_bytes(), {**card, "test": {**card["test"], "accuracy": accuracy}})
         return out
 
     return export
@@ -50,13 +48,17 @@ def test_worse_model_is_refused_and_force_overrides(shipped, monkeypatch, tmp_pa
                                                                 "digit-model.onnx"]  # staging removed
 
     assert main(["export", str(tmp_path / "run"), "--bundle", "--force"]) == 0
-    assert json.loads(shipped.with_suffix(".json").read_text())["test"]["accuracy"] == 0.098
+    assert model_card.read(shipped)["test"]["accuracy"] == 0.098
 
 
 def test_better_or_equal_model_replaces_the_shipped_one(shipped, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(lab_commands, "export", fake_export(0.9975))
+    shipped_accuracy = model_card.read(shipped)["test"]["accuracy"]
+    monkeypatch.setattr(lab_commands, "export", fake_export(shipped_accuracy))  # as good: replaced
     assert main(["export", str(tmp_path / "run"), "--bundle"]) == 0
-    assert shipped.with_suffix(".md").read_text() == "# accuracy 0.9975\n"
+    monkeypatch.setattr(lab_commands, "export", fake_export(0.9990))  # better: replaced
+    assert main(["export", str(tmp_path / "run"), "--bundle"]) == 0
+    assert model_card.read(shipped)["test"]["accuracy"] == 0.9990
+    assert "0.9990" in shipped.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

@@ -23,9 +23,9 @@ from digitlab.data import image_files
 from digitlab.data.folder import IMAGE_SUFFIXES
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.files import atomic_write_bytes, atomic_write_text
-from digitlab.reader.preprocess import ink_map, limit_size, load_image, to_gray
+from digitlab.reader.image import Loaded, load
+from digitlab.reader.preprocess import composite_alpha, ink_map, small_copy
 from digitlab.reader.recognize import components
-from digitlab.serve import make_server
 
 # ---------------------------------------------------------------------------- predict (reader)
 # Folders are read over worker processes (one per core), answers printed in input order. With
@@ -79,17 +79,14 @@ def answer(n: int, name: str, source: object, model, options: PredictOptions) ->
     try:
         if isinstance(source, DigitlabError):
             raise source
-        image = load_image(source)  # decoded once, for the reading and the several-digits hint
+        image = load(source)  # decoded once, for the reading and the several-digits hint
         if options.multi:
             result = reader.read(image, model, options.min_confidence)
-            record = {"file": name, "text": result.text, "digits": [d.as_dict() for d in result.digits]}
+            record = {"file": name, **result.as_dict()}
             seen = [d.image for d in result.digits]
         else:
             result = reader.classify(image, model, options.min_confidence)
-            record = {"file": name, "label": result["label"], "confidence": round(result["confidence"], 4),
-                      "probabilities": [round(p, 4) for p in result["probabilities"] or []]}
-            if result["status"] != "ok":
-                record["status"] = result["status"]
+            record = {"file": name, **reader.as_dict(result)}
             seen = [result["image"]] if result["image"] is not None else []
             if result["status"] != "no digit" and (count := digit_count(image)) > 1:
                 record["hint"] = f"looks like {count} digits: use --multi to read them as a number"
@@ -101,32 +98,27 @@ def answer(n: int, name: str, source: object, model, options: PredictOptions) ->
     return record
 
 
-def digit_count(image) -> int:
+def digit_count(image: Loaded) -> int:
     """How many digit-sized ink blobs the image holds, on a copy reduced to HINT_SIZE px (cheap):
     the reader's own ink map and blob grouping, counting groups at least half as tall as the tallest."""
+    alpha = None if image.alpha is None else small_copy(image.alpha, HINT_SIZE)
+    small = Loaded(small_copy(image.gray, HINT_SIZE), alpha, image.scale, image.size)
     try:
-        small = image.copy() if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-        try:
-            small.thumbnail((HINT_SIZE, HINT_SIZE))
-        except ValueError:  # modes Pillow cannot filter (16-bit, 32-bit integer): nearest pixel
-            scale = HINT_SIZE / max(small.size)
-            if scale < 1:
-                small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))),
-                                     Image.NEAREST)
-        _, groups = components(ink_map(small))
-    except (DigitlabError, ValueError, OSError):  # a mode thumbnail cannot reduce, a blank copy: no hint
+        _, groups = components(ink_map(small).ink)
+    except DigitlabError:  # blank at this size: no hint
         return 0
     heights = [box[3] - box[1] for box, _ in groups]
     return sum(h >= 0.5 * max(heights) for h in heights)
 
 
-def what_the_reader_saw(image) -> np.ndarray:
+def what_the_reader_saw(image: Loaded) -> np.ndarray:
     """For "no digit": the grey image the reader worked from (transparency composited), contrast
     stretched so that faint marks show, as uint8."""
-    gray = limit_size(to_gray(image))
-    low, high = float(gray.min()), float(gray.max())
-    scaled = (gray - low) / (high - low) if high > low else np.zeros_like(gray)
-    return np.round(scaled * 255).astype(np.uint8)
+    gray = image.gray if image.alpha is None else composite_alpha(image.gray, image.alpha)
+    low, high = int(gray.min()), int(gray.max())
+    if high == low:
+        return np.zeros_like(gray)
+    return ((gray.astype(np.float32) - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
 
 
 def write_explain(folder: Path, n: int, name: str, images: list, suffix: str = "") -> None:
@@ -319,28 +311,77 @@ def add_predict_commands(commands) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
     p.set_defaults(func=cmd_predict)
+
+
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-
-    server = make_server(args.host, args.port, model=args.model)
-    host, port = server.server_address[:2]
-    print(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /api/predict, /api/read",
-          flush=True)
+    # FastAPI and uvicorn are the `serve` extra: imported here so `digitlab predict` never needs them
     try:
-        server.serve_forever()
+        from digitlab.serve import ServeConfig, run
+    except ImportError as e:
+        raise DigitlabError(f"the service needs the serve extra: pip install 'digitlab[serve]' ({e})") from None
+
+    for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
+                 "header_timeout"):
+        if getattr(args, name) <= 0:
+            raise DigitlabError(f"--{name.replace('_', '-')} must be positive")
+    config = ServeConfig(model=args.model, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                         max_pixels=int(args.max_megapixels * 1_000_000), max_batch=args.max_batch,
+                         max_concurrent=args.max_concurrent, request_timeout=args.timeout,
+                         header_timeout=args.header_timeout,
+                         feedback_db=args.feedback_db or ServeConfig().feedback_db, watch=args.watch,
+                         reload_token=args.reload_token)
+    try:
+        run(config, args.host, args.port, workers=args.workers, announce=lambda line: print(line, flush=True),
+            log_level=args.log_level)
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from digitlab.serve.config import default_feedback_db
+    from digitlab.serve.feedback import export
+
+    db = args.db or default_feedback_db()
+    counts = export(db, args.dir)
+    total = sum(counts.values())
+    per_label = " ".join(f"{label}:{n}" for label, n in sorted(counts.items())) or "none"
+    print(f"{total} correction{'s' if total != 1 else ''} from {db} -> {Path(args.dir) / '<label>'}/*.png  "
+          f"(per label: {per_label})")
     return 0
 
 
 def add_serve_commands(commands) -> None:
-    p = commands.add_parser("serve", help="REST API and web drawing pad")
+    from digitlab.serve.config import ServeConfig
+
+    d = ServeConfig()
+    p = commands.add_parser("serve", help="REST API and web drawing pad (FastAPI on uvicorn)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    p.add_argument("--model", help="an ONNX model file (default: the bundled model)")
+    p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
+    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 1024 / 1024, help="request body limit")
+    p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6,
+                   help="image size limit, read from the header before decoding")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per /v1/predict/batch request")
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent, help="inferences at once per worker")
+    p.add_argument("--timeout", type=float, default=d.request_timeout, help="seconds per request")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help="seconds a client may take to send its request headers (slowloris guard)")
+    p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
+                   "~/.local/share/digitlab/feedback.sqlite3)")
+    p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
+    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (without: loopback clients only)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
+
+    fb = commands.add_parser("feedback", help="corrections collected by the service")
+    fb_cmds = fb.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
+    p = fb_cmds.add_parser("export", help="write the corrections as a labelled image folder DIR/<label>/*.png")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--db", help="the SQLite file (default: as for serve)")
+    p.set_defaults(func=cmd_feedback_export)
 
 
 def add_commands(commands, data_dir: argparse.ArgumentParser) -> None:
