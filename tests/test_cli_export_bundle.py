@@ -68,7 +68,7 @@ def test_real_worse_model_is_refused(shipped, mnist, tmp_path, capsys):
     from digitlab.lab.models import create
 
     (x, y), _ = mnist
-    run = create("fast", seed=0, threads=1, epochs=1, batch_size=64).fit(x[:2000], y[:2000]).save(tmp_path / "run")
+    run = create("fast", seed=0, epochs=1, batch_size=64).fit(x[:2000], y[:2000]).save(tmp_path / "run")
     before = digest(shipped)
     assert main(["export", str(run), "--bundle"]) == 1
     assert "is below the shipped model's" in capsys.readouterr().err and digest(shipped) == before
