@@ -56,8 +56,11 @@ def make_model(family: str, seed: int = 0, **settings) -> models.Classifier:
 
 def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_dir: str | None = None,
               seed: int = 0, limit: int | None = None, resume: bool = False, progress: bool = True,
-              **settings) -> dict:
-    """Trains, evaluates on the test split, saves the model folder; returns (and writes) metrics.json."""
+              from_model: str | os.PathLike | None = None, freeze_epochs: int = 1, **settings) -> dict:
+    """Trains, evaluates on the test split, saves the model folder; returns (and writes) metrics.json.
+
+    With `from_model` the new model starts from that trained model's body (same family, any dataset)
+    and is fine-tuned the fastai way: `freeze_epochs` on the fresh head, then its epochs on all layers."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_DIR
     if resume:  # the checkpoint's settings win: the run continues exactly as it started
@@ -81,12 +84,18 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         if progress:
             model.callbacks.append(ProgressBar())
     t0 = time.perf_counter()
-    model.fit(x, y, x_val, y_val)
+    if from_model is not None:
+        _start_from(model, from_model, resume)
+        model.fine_tune(x, y, model.config.epochs, freeze_epochs, x_val=x_val, y_val=y_val)
+    else:
+        model.fit(x, y, x_val, y_val)
     fit_wall = time.perf_counter() - t0
 
     model.save(out)
     config = read_json(out / "config.json")
     config.update(dataset=dataset, seed=seed, train_images=len(x), val_images=len(x_val))
+    if from_model is not None:
+        config.update(from_model=str(from_model), freeze_epochs=freeze_epochs)
     atomic_write_json(out / "config.json", config)
 
     from .evaluate import evaluate_model
@@ -108,6 +117,15 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         metrics["lr_finder_suggestion"] = model.lr_finder["suggestion"]
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _start_from(model: models.Classifier, from_model: str | os.PathLike, resume: bool) -> None:
+    """Loads another trained model's body into `model` (train --from)."""
+    if resume:
+        raise DigitlabError("--from and --resume do not go together: a fine-tuning run restarts from the body")
+    if not hasattr(model, "load_body"):
+        raise DigitlabError(f"{model.family} is not a neural network: --from is for mlp, cnn, fast, best, resnet34")
+    model.load_body(models.load(from_model))
 
 
 def _resume(checkpoint: Path, family: str, dataset: str) -> models.Classifier:

@@ -28,8 +28,9 @@ OPSET = 18
 
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
-           bundle: bool = False, calibration_size: int = 1000) -> Path:
-    """Writes MODEL.onnx, MODEL.json (card) and MODEL.md; returns the .onnx path."""
+           bundle: bool = False, calibration_size: int = 1000, card: dict | None = None) -> Path:
+    """Writes MODEL.onnx, MODEL.json (card) and MODEL.md; returns the .onnx path. `card` entries
+    replace or extend the generated card's (a fine-tuned model's base, data and figures)."""
     from digitlab.data import load
 
     from .models import load as load_model
@@ -52,7 +53,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         train_images, _ = load("mnist", "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
         onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], MNIST_MEAN, MNIST_STD))
-    card = make_card(model, model_dir, onnx_bytes, quantize, (MNIST_MEAN, MNIST_STD), bundle)
+    card = {**make_card(model, model_dir, onnx_bytes, quantize, (MNIST_MEAN, MNIST_STD), bundle), **(card or {})}
     x_test, y_test = load("mnist", "test")
     atomic_write_bytes(out, embed_card(onnx_bytes, card))
     atomic_write_json(out.with_suffix(".json"), card)  # infer reads the sidecar first
@@ -60,6 +61,20 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
     atomic_write_json(out.with_suffix(".json"), card)
     atomic_write_text(out.with_suffix(".md"), card_markdown(card))
     return out
+
+
+def update_card(onnx_path: str | os.PathLike, changes: dict) -> dict:
+    """Merges `changes` into an exported model's card: the embedded copy, the JSON and the markdown."""
+    import onnx
+
+    from digitlab.reader.infer import read_card
+
+    onnx_path = Path(onnx_path)
+    card = {**read_card(onnx_path), **changes}
+    atomic_write_bytes(onnx_path, embed_card(onnx.load(str(onnx_path)).SerializeToString(), card))
+    atomic_write_json(onnx_path.with_suffix(".json"), card)
+    atomic_write_text(onnx_path.with_suffix(".md"), card_markdown(card))
+    return card
 
 
 def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -168,7 +183,7 @@ Test accuracy (MNIST test set, {test['n']:,} images, measured on this ONNX file 
 - Rebuild: `{card['command']}`
 - Exported: {card['exported']} ({card['environment']})
 
-## Per-class recall
+{fine_tuning_markdown(card.get('fine_tuning'))}## Per-class recall
 
 | digit | recall |
 |---|---|
@@ -183,4 +198,26 @@ Test accuracy (MNIST test set, {test['n']:,} images, measured on this ONNX file 
 ## Training configuration
 
 {config}
+"""
+
+
+def fine_tuning_markdown(ft: dict | None) -> str:
+    """The card's fine-tuning section: base model, data, settings, before and after."""
+    if not ft:
+        return ""
+    b, a = ft["before"], ft["after"]
+    settings = ", ".join(f"{k}={v}" for k, v in ft["settings"].items())
+    return f"""## Fine-tuning
+
+- Base model: {ft['base_model']}
+- Data: {ft['n_images']} images from {ft['images']} (per digit {ft['per_class']})
+- Settings: {settings}
+
+| | before | after |
+|---|---|---|
+| MNIST test accuracy (PyTorch) | {b['mnist_test_accuracy']:.4f} | {a['mnist_test_accuracy']:.4f} |
+| accuracy on the fine-tuning images | {b['own_images_accuracy']:.4f} | {a['own_images_accuracy']:.4f} |
+
+{ft.get('note', '')}
+
 """
