@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 
@@ -32,12 +33,15 @@ def main() -> None:
     ap.add_argument("--ks", default="1,5,20")
     ap.add_argument("--methods", default="fastai,all,head")
     ap.add_argument("--json", help="also write every figure here")
+    ap.add_argument("--device", default="cpu", help="where to fine-tune: cpu (as digitlab finetune does) or cuda")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     methods = args.methods.split(",")
 
     x_test, y_test = data.load("mnist", "test")
     base = load_base(args.base)
+    base.config = dataclasses.replace(base.config, device=args.device)
+    base.net.to(args.device)
     x_old, y_old = rehearsal_sample(FinetuneConfig().rehearsal, 0)
     base_mnist = base.predict(x_test)
     rows = []
@@ -54,6 +58,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 adapt(model, x_pool[:10 * k], y_pool[:10 * k], x_old, y_old, FinetuneConfig(method=method))
                 seconds = time.perf_counter() - t0
+                model.net.to("cpu")  # scored on the CPU, as the reader runs it
                 row = {"writer": writer.name, "k": k, "method": method, "writer_before": before,
                        "writer_after": model.score(x_held, y_held), "mnist_before": mnist_before,
                        "mnist_after": model.score(x_test[rest], y_test[rest]), "train_s": seconds}

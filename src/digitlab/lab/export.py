@@ -206,6 +206,10 @@ def fine_tuning_markdown(ft: dict | None) -> str:
     if not ft:
         return ""
     b, a = ft["before"], ft["after"]
+
+    def fig(d: dict, key: str) -> str:
+        return f"{d[key]:.4f}" if key in d else "(measured on export)"
+
     settings = ", ".join(f"{k}={v}" for k, v in ft["settings"].items())
     return f"""## Fine-tuning
 
@@ -215,8 +219,8 @@ def fine_tuning_markdown(ft: dict | None) -> str:
 
 | | before | after |
 |---|---|---|
-| MNIST test accuracy (PyTorch) | {b['mnist_test_accuracy']:.4f} | {a['mnist_test_accuracy']:.4f} |
-| accuracy on the fine-tuning images | {b['own_images_accuracy']:.4f} | {a['own_images_accuracy']:.4f} |
+| MNIST test accuracy | {fig(b, 'mnist_test_accuracy')} | {fig(a, 'mnist_test_accuracy')} |
+| accuracy on the fine-tuning images | {fig(b, 'own_images_accuracy')} | {fig(a, 'own_images_accuracy')} |
 
 {ft.get('note', '')}
 

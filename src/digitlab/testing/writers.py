@@ -140,3 +140,28 @@ def writer_split(labels: np.ndarray, writer_index: int, train_per_class: int = 2
         train.append(mine[:train_per_class])
         held.append(mine[train_per_class:])
     return np.stack(train, 1).ravel(), np.concatenate(held)  # train: k-th example of every class together
+
+
+def write_folder(root, writer: Writer, images: np.ndarray, labels: np.ndarray) -> None:
+    """The writer's digits as files people would have: dark ink on white paper, 160-px PNGs in root/<digit>/."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        path = Path(root) / str(int(label)) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round((1 - writer.ink(image, int(label))) * 255).astype(np.uint8)).save(path)
+
+
+if __name__ == "__main__":  # python -m digitlab.testing.writers DIR [WRITER] [PER_DIGIT]: an example folder
+    import sys
+
+    from digitlab import data
+
+    x, y = data.load("mnist", "test")
+    index = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    pool, _ = writer_split(y, index)
+    n = 10 * (int(sys.argv[3]) if len(sys.argv) > 3 else 10)
+    write_folder(sys.argv[1], WRITERS[index], x[pool[:n]], y[pool[:n]])
+    print(f"{n} digits by writer {index} ({WRITERS[index].name}) -> {sys.argv[1]}")
