@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab import card as model_card
 from digitlab import data
 from digitlab.errors import DataError, ImageError, ModelError
 from digitlab.files import atomic_write_json, read_json
-from digitlab.reader.infer import BUNDLED, read_card
+from digitlab.reader.infer import BUNDLED
 
 from . import models
 from .models.neural import NeuralClassifier
@@ -71,7 +72,7 @@ def from_onnx(path: Path, data_dir: str | os.PathLike | None = None, stats_image
 
     from .train import to_tensor
 
-    card = read_card(path)
+    card = model_card.read(path)
     family = card.get("family")
     cls = models.family_class(family) if family in models.FAMILIES else None
     if cls is None or not issubclass(cls, NeuralClassifier):
@@ -201,9 +202,8 @@ def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarr
         lr, epochs = config.lr, config.epochs + config.freeze_epochs
     else:
         raise ValueError(f"unknown fine-tuning method {config.method!r}; use fastai, all or head")
-    torch.manual_seed(config.seed)
     learner = fit_one_cycle(model.net, groups, to_tensor(xs), torch.from_numpy(ys), model.config, epochs, lr,
-                            model.callbacks)
+                            device=model.device)
     model.history = model.history + [{**h, "phase": config.method} for h in learner.history]
     model.net.eval()
     return model
@@ -223,10 +223,10 @@ def finetune(base: str | os.PathLike, images: str | os.PathLike, out: str | os.P
 
     MNIST test accuracy is measured on ONNX files with onnxruntime (3x faster than PyTorch here):
     before, the base's recorded figure (its card or metrics.json) when it has one; after, the export's."""
+    from digitlab.reader.calibration import fit_temperature
     from digitlab.reader.infer import OnnxModel
-    from digitlab.reader.recognize import fit_temperature
 
-    from .export import export, update_card
+    from .export import export
 
     config = config or FinetuneConfig()
     log = log or (lambda line: print(line, file=sys.stderr))
@@ -246,13 +246,13 @@ def finetune(base: str | os.PathLike, images: str | os.PathLike, out: str | os.P
     train_time = time.perf_counter() - t1
 
     out = Path(out)
-    model.save(out)
-    saved = read_json(out / "config.json")
-    saved.update(dataset="mnist", base_model=str(base), fine_tuned_on=str(images))
-    atomic_write_json(out / "config.json", saved)
+    command = command or f"digitlab finetune {base} --images {images} --out {out}"
+    model.save(out, {"dataset": "mnist", "seed": config.seed, "command": command, "base_model": str(base),
+                     "fine_tuned_on": str(images), "normalization": model.normalization,
+                     "split": {"train_images": len(x) + len(x_old), "val_images": 0}})
     metrics = {
         "family": model.family, "dataset": "mnist", "seed": config.seed,
-        "command": command or f"digitlab finetune {base} --images {images} --out {out}",
+        "command": command,
         "train_time_s": round(train_time, 2),
         "fine_tuning": {
             "base_model": str(base), "images": str(Path(images).resolve()), "n_images": len(x),
@@ -266,11 +266,13 @@ def finetune(base: str | os.PathLike, images: str | os.PathLike, out: str | os.P
     onnx_path = export(out, card=fine_tuning_card(metrics, len(x_old)))
     # the export measured MNIST test accuracy on the file; the temperature is fitted as the bundled
     # model's was (benchmarks/reader.py: on the even-numbered test images) so confidences stay honest
-    after = read_card(onnx_path)["test"]["accuracy"]
+    after = model_card.read(onnx_path)["test"]["accuracy"]
     metrics["test_accuracy"] = metrics["fine_tuning"]["after"]["mnist_test_accuracy"] = after
     temperature = fit_temperature(OnnxModel(onnx_path, threads=0, temperature=1.0).predict_proba(x_test[::2]),
                                   y_test[::2])
-    update_card(onnx_path, {**fine_tuning_card(metrics, len(x_old)), "temperature": temperature})
+    model_card.update(onnx_path, **fine_tuning_card(metrics, len(x_old)), temperature=temperature,
+                      calibration="temperature fitted (NLL) on the even-numbered MNIST test images, as the "
+                                  "bundled model's")
     metrics["onnx"] = str(onnx_path)
     metrics["total_time_s"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
@@ -284,7 +286,7 @@ def recorded_accuracy(base: str | os.PathLike) -> float | None:
         if path.is_dir():
             metrics = read_json(path / "metrics.json")
             return float(metrics["test_accuracy"]) if metrics.get("dataset", "mnist") == "mnist" else None
-        return float(read_card(path)["test"]["accuracy"])
+        return float(model_card.read(path)["test"]["accuracy"])
     except (OSError, ValueError, KeyError, TypeError, ModelError):
         return None
 
