@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import time
 
@@ -40,7 +39,7 @@ def main() -> None:
 
     x_test, y_test = data.load("mnist", "test")
     base = load_base(args.base)
-    base.config = dataclasses.replace(base.config, device=args.device)
+    base.device = args.device
     base.net.to(args.device)
     x_old, y_old = rehearsal_sample(FinetuneConfig().rehearsal, 0)
     base_mnist = base.predict(x_test)
