@@ -70,8 +70,12 @@ def make_model(family: str, seed: int = 0, device: str | None = None, **settings
 def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_dir: str | None = None,
               seed: int = 0, limit: int | None = None, holdout: bool = True, resume: bool = False,
               progress: bool = True, device: str | None = None, command: str | None = None,
+              from_model: str | os.PathLike | None = None, freeze_epochs: int = 1,
               **settings) -> tuple[models.Classifier, dict]:
     """Trains, evaluates on the test split, saves the model folder; returns (model, metrics).
+
+    With `from_model` the new model starts from that trained model's body (same family, any dataset)
+    and is fine-tuned the fastai way: `freeze_epochs` on the fresh head, then its epochs on all layers.
 
     `holdout=False` trains on the whole training split (a final model; no validation curves).
     `command` is the command line that ran this, recorded in config.json (and so in an exported card)."""
@@ -98,13 +102,22 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         run["normalization"] = model.normalization
     if command:
         run["command"] = command
+    if from_model is not None:
+        run.update(from_model=str(from_model), freeze_epochs=freeze_epochs)
     t0 = time.perf_counter()
     if model.trains_in_epochs:
         from .train import Checkpoint, ProgressBar, save_checkpoint
 
         extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command}
         callbacks = [Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra))]
-        model.fit(x, y, x_val, y_val, callbacks=callbacks + ([ProgressBar()] if progress else []))
+        callbacks += [ProgressBar()] if progress else []
+        if from_model is not None:
+            _start_from(model, from_model, resume)
+            model.fine_tune(x, y, model.config.epochs, freeze_epochs, x_val=x_val, y_val=y_val, callbacks=callbacks)
+        else:
+            model.fit(x, y, x_val, y_val, callbacks=callbacks)
+    elif from_model is not None:
+        raise DigitlabError(f"{family} is not a neural network: --from is for mlp, cnn, fast, best, resnet34")
     else:
         model.fit(x, y, x_val, y_val)
     fit_wall = time.perf_counter() - t0
@@ -136,6 +149,13 @@ def run_metrics(model: models.Classifier, family: str, dataset: str, seed: int, 
     if getattr(model, "lr_finder", None):
         metrics["lr_finder_suggestion"] = model.lr_finder["suggestion"]
     return metrics
+
+
+def _start_from(model: models.Classifier, from_model: str | os.PathLike, resume: bool) -> None:
+    """Loads another trained model's body into `model` (train --from)."""
+    if resume:
+        raise DigitlabError("--from and --resume do not go together: a fine-tuning run restarts from the body")
+    model.load_body(models.load(from_model))
 
 
 def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,

@@ -30,8 +30,9 @@ OPSET = 18
 
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
-           bundle: bool = False, calibration_size: int = 1000) -> Path:
-    """Writes MODEL.onnx (card inside), MODEL.json (the same card) and MODEL.md; returns the .onnx path."""
+           bundle: bool = False, calibration_size: int = 1000, card: dict | None = None) -> Path:
+    """Writes MODEL.onnx (card inside), MODEL.json (the same card) and MODEL.md; returns the .onnx path.
+    `card` entries replace or extend the generated card's (a fine-tuned model's base, data and figures)."""
     from digitlab.data import load
 
     from .models import load as load_model
@@ -55,7 +56,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         train_images, _ = load(run["dataset"], "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
         onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], norm["mean"], norm["std"]))
-    card = make_card(model, model_dir, run, quantize, bundle, None if bundle else out)
+    card = {**make_card(model, model_dir, run, quantize, bundle, None if bundle else out), **(card or {})}
     model_card.write(out, onnx_bytes, card)
     # The card's figures are measured on the written file itself, through onnxruntime.
     bar.update(bar.total - 1, "scoring the exported file on the test set")

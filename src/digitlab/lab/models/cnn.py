@@ -35,3 +35,7 @@ class CNN(NeuralClassifier):
             nn.Linear(64 * 5 * 5, c.hidden), nn.ReLU(), nn.Dropout(2 * c.dropout),
             nn.Linear(c.hidden, 10),
         )
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: first two convs | third conv | the FC head
+        return [net[:6], net[6:10], net[10:]]

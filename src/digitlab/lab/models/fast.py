@@ -40,3 +40,7 @@ class Fast(NeuralClassifier):
         a, b, c = self.config.widths
         return nn.Sequential(*conv_bn(1, a, pool=True), *conv_bn(a, b, pool=True),  # 28 -> 14 -> 7
                              *conv_bn(b, c, pool=True), nn.Flatten(), nn.Linear(c * 3 * 3, 10))  # -> 3
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: 28x28 stage | 14x14 and 7x7 stages | head
+        return [net[:4], net[4:12], net[12:]]
