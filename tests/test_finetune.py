@@ -47,13 +47,13 @@ def test_every_family_splits_into_body_and_head(family):
 
 
 def test_freeze_trains_only_the_head_and_keeps_batchnorm_statistics(mnist):
-    model = models.create("fast", bf16=False)
+    model = models.create("fast", precision="fp32")
     groups = model.layer_groups()
     freeze(groups)
     body_before, head_before = snapshot(groups[0]), snapshot(groups[-1])
     body_before.update({f"g1.{k}": v for k, v in snapshot(groups[1]).items()})
     x, y = small(mnist)
-    learner = Learner(model.net, model.config.__class__(epochs=1, bf16=False), param_groups=discriminative_groups(
+    learner = Learner(model.net, model.config.__class__(epochs=1, precision="fp32"), param_groups=discriminative_groups(
         groups, 0.05))
     learner.fit(x, y)
     for group in groups[:-1]:
@@ -85,7 +85,7 @@ def test_discriminative_lrs_reach_the_optimizer_and_the_schedule():
 
 
 def test_lr_finder_on_a_frozen_model_leaves_the_body_alone(mnist):
-    model = models.create("fast", bf16=False, batch_size=32)
+    model = models.create("fast", precision="fp32", batch_size=32)
     groups = model.layer_groups()
     freeze(groups)
     body = snapshot(groups[1])
