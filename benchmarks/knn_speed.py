@@ -38,7 +38,7 @@ def main() -> None:
     fast_pred, fast_time = timed(lambda: fast.predict(xt))
 
     print(f"{'model':<40} {'test accuracy':>13} {'predict 10k (s)':>16} {'images/s':>9}")
-    fast_name = f"digitlab knn-fast (k={fast.config.k}, {fast.config.dims} dims)"
+    fast_name = f"digitlab knn-fast (k={fast.k_}, {fast.config.dims} dims)"
     for name, pred, seconds in (("sklearn KNeighborsClassifier(5)", sk_pred, sk_time),
                                 ("digitlab knn (k=5, exact)", knn_pred, knn_time),
                                 (fast_name, fast_pred, fast_time)):

@@ -1,4 +1,4 @@
-"""How well the reader reads people's images: a realistic generated corpus (tests/corpus.py, larger).
+"""How well the reader reads people's images: a realistic generated corpus (digitlab.testing.corpus).
 
     python benchmarks/reader.py [--model PATH] [--singles 1000] [--save-temperature]
 
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
-from digitlab import reader
+from digitlab import card, reader
 from digitlab.data import load
-from digitlab.files import atomic_write_json, atomic_write_text, read_json
 from digitlab.reader.preprocess import PreprocessConfig, resize_only
 from digitlab.testing.corpus import make_corpus
 
@@ -58,17 +56,11 @@ def main() -> None:
     print(f"temperature {temperature:.3f} (fitted on the 5,000 even-numbered MNIST test images)   ECE (15 bins) "
           f"on the 5,000 odd-numbered: before (T=1) {pct(ece_before)}, after {pct(ece_after)}")
     if args.save_temperature and args.model:
-        card_path = Path(args.model).with_suffix(".json")
-        card = {**(read_json(card_path) if card_path.is_file() else {}), "temperature": round(temperature, 4),
-                "calibration": "temperature fitted (NLL) on the even-numbered MNIST test images; ECE (15 bins) "
-                               f"measured on the odd-numbered ones by benchmarks/reader.py: {100 * ece_before:.2f}% "
-                               f"before, {100 * ece_after:.2f}% after"}
-        atomic_write_json(card_path, card)
-        if "test" in card:  # a full digitlab card: keep its Markdown twin in step
-            from digitlab.lab.export import card_markdown
-
-            atomic_write_text(card_path.with_suffix(".md"), card_markdown(card))
-        print(f"temperature written to {card_path}")
+        note = ("temperature fitted (NLL) on the even-numbered MNIST test images; ECE (15 bins) measured on the "
+                f"odd-numbered ones by benchmarks/reader.py: {100 * ece_before:.2f}% before, "
+                f"{100 * ece_after:.2f}% after")
+        card.update(args.model, temperature=round(temperature, 4), calibration=note)  # inside, beside, .md
+        print(f"temperature written to the model card of {args.model}")
 
     samples = make_corpus(xt, yt, n_single=args.singles, n_strings=args.strings, n_touching=args.strings // 2,
                           n_blank=args.blanks, n_other=args.others, seed=args.seed)

@@ -103,8 +103,7 @@ def main() -> None:
         print(f"fast recipe (seed {seed}, {args.threads} threads)")
         fast = create("fast", seed=seed)
         fast_eval = EvalEvery(xv, yv, args.fast_every)
-        fast.callbacks.append(fast_eval)
-        fast.fit(x, y)
+        fast.fit(x, y, callbacks=[fast_eval])
         fast_eval.evaluate(fast.net, fast_eval.train_seconds())
         runs.append((seed, fast_eval))
     if len(runs) > 1:

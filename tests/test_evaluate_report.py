@@ -89,6 +89,7 @@ def test_evaluate_json_has_every_key(knn_dir, capsys):
     assert saved["accuracy"] == out["accuracy"]
 
 
+@pytest.mark.slow
 def test_evaluate_text_and_fashion(knn_dir, capsys):
     assert main(["evaluate", str(knn_dir)]) == 0
     text = capsys.readouterr().out
@@ -104,6 +105,7 @@ def test_evaluate_bad_directory(tmp_path, capsys):
     assert "not a model directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_holds_every_section(knn_dir, mnist, tmp_path, capsys):
     (x, y), _ = mnist
     mlp = models.create("mlp-sklearn-tuned", max_iter=3, hidden=(32,)).fit(x[:1500], y[:1500], x[1500:2000],
@@ -121,6 +123,7 @@ def test_report_holds_every_section(knn_dir, mnist, tmp_path, capsys):
     assert not list(tmp_path.glob(".report.html.*"))  # atomic write left no temporary file
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "bench"
@@ -153,6 +156,7 @@ def test_benchmark_unknown_family_fails_clearly(tmp_path, capsys):
     assert not (tmp_path / "b").exists()  # failed before training anything
 
 
+@pytest.mark.slow
 def test_evaluate_bundled_measures_its_card(capsys):
     """`digitlab evaluate bundled`: the shipped model scores exactly what its model card says."""
     from digitlab.reader.infer import bundled
@@ -163,6 +167,7 @@ def test_evaluate_bundled_measures_its_card(capsys):
     assert result["accuracy"] >= 0.9965
 
 
+@pytest.mark.slow
 def test_benchmark_fashion_has_no_mnist_references(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["benchmark", "--models", "knn", "--dataset", "fashion-mnist", "--limit", "500",

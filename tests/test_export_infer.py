@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from digitlab import card
 from digitlab.cli import main
 from digitlab.errors import ImageError, ModelError
 from digitlab.reader.infer import BUNDLED, OnnxModel, bundled
@@ -18,11 +19,12 @@ def tiny_model_dir(mnist, tmp_path_factory):
     from digitlab.lab.models import create
 
     (x, y), _ = mnist
-    model = create("fast", seed=0, threads=1, epochs=2, batch_size=64)
+    model = create("fast", seed=0, epochs=2, batch_size=64)
     model.fit(x[:5000], y[:5000])
     return model.save(tmp_path_factory.mktemp("tiny") / "fast")
 
 
+@pytest.mark.slow
 def test_fp32_export_matches_pytorch(tiny_model_dir, mnist, tmp_path):
     from digitlab.lab.export import export
     from digitlab.lab.models import load
@@ -38,9 +40,10 @@ def test_fp32_export_matches_pytorch(tiny_model_dir, mnist, tmp_path):
     assert 0.9 < card["test"]["accuracy"] <= 1 and (tmp_path / "m.md").read_text().startswith("# digitlab")
 
 
+@pytest.mark.slow
 def test_export_cli_int8(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "q.onnx"
-    assert main(["export", str(tiny_model_dir), "--format", "onnx", "--quantize", "int8", "--out", str(out)]) == 0
+    assert main(["export", str(tiny_model_dir), "--quantize", "int8", "--out", str(out)]) == 0
     assert "int8" in capsys.readouterr().out
     card = OnnxModel(out).card
     assert "int8" in card["format"] and card["test"]["accuracy"] > 0.9
@@ -52,18 +55,19 @@ def test_export_rejects_non_model(tmp_path, capsys):
     assert "not a model directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_bundled_loses_at_most_a_tenth_of_a_point(mnist, tmp_path):
     from digitlab.lab.export import normalize, quantize_int8
 
     (x, _), (x_test, y_test) = mnist
     calibration = normalize(x[np.random.default_rng(0).choice(len(x), 1000, replace=False)], 0.1307, 0.3081)
-    (tmp_path / "int8.onnx").write_bytes(quantize_int8(BUNDLED.read_bytes(), calibration))
-    (tmp_path / "int8.json").write_text(json.dumps(bundled().card))
+    card.write(tmp_path / "int8.onnx", quantize_int8(BUNDLED.read_bytes(), calibration), bundled().card)
     fp32 = bundled().score(x_test, y_test)["accuracy"]
     int8 = OnnxModel(tmp_path / "int8.onnx").score(x_test, y_test)["accuracy"]
     assert int8 >= fp32 - 0.001, (fp32, int8)
 
 
+@pytest.mark.slow
 def test_bundled_model_scores_its_card(mnist):
     _, (x_test, y_test) = mnist
     model = bundled()

@@ -66,19 +66,21 @@ def test_deskew_straightens_a_slanted_bar():
     assert abs(cols.mean() - 14) < 1.0  # and centred
 
 
+@pytest.mark.slow
 def test_knn_fast_round_trip_and_accuracy(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("knn-fast").fit(x[:2500], y[:2500], x[2500:], y[2500:])
-    assert 1 <= model.config.k <= model.config.k_max
+    assert 1 <= model.k_ <= model.config.k_max
     assert model.score(xt, yt) > models.create("knn").fit(x, y).score(xt, yt)  # better than plain pixels
     model.save(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl"))
     back = models.load(tmp_path / "m")
-    assert back.config.k == model.config.k
+    assert back.k_ == model.k_
     np.testing.assert_array_equal(back.predict(xt), model.predict(xt))
     np.testing.assert_allclose(back.predict_proba(xt), model.predict_proba(xt))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_mlp_sklearn_is_the_study_call_and_round_trips(small, tmp_path):
     from sklearn.neural_network import MLPClassifier
@@ -96,6 +98,7 @@ def test_mlp_sklearn_is_the_study_call_and_round_trips(small, tmp_path):
     assert back.n_parameters() == 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10
 
 
+@pytest.mark.slow
 def test_mlp_sklearn_tuned_keeps_the_best_epoch(small, tmp_path):
     (x, y), (xt, yt) = small
     model = models.create("mlp-sklearn-tuned", max_iter=4).fit(x[:2500], y[:2500], x[2500:], y[2500:])
@@ -116,3 +119,11 @@ def test_missing_weights_is_a_model_error(small, tmp_path):
     (tmp_path / "m" / "weights.npz").write_bytes(b"not a zip")
     with pytest.raises(errors.ModelError, match="not a valid weights file"):
         models.load(tmp_path / "m")
+
+
+def test_a_pickled_weights_file_is_refused_never_unpickled(tmp_path):
+    from digitlab.lab.models.base import load_npz
+
+    np.savez(tmp_path / "weights.npz", images=np.array([{"code": "would run on unpickling"}], dtype=object))
+    with pytest.raises(errors.ModelError, match="not a valid weights file"):
+        load_npz(tmp_path, ("images",))

@@ -24,6 +24,7 @@ def test_families_registered():
     assert {"mlp", "cnn", "resnet34"} <= set(models.FAMILIES)
 
 
+@pytest.mark.slow
 def test_cnn_one_epoch_on_5000_images_is_far_above_chance(small):
     (x, y), (xt, yt) = small
     model = make_model("cnn", seed=0, epochs=1, batch_size=64).fit(x, y)
@@ -31,6 +32,7 @@ def test_cnn_one_epoch_on_5000_images_is_far_above_chance(small):
     assert len(model.history) == 1 and model.history[0]["train_loss"] < 1.0
 
 
+@pytest.mark.slow
 def test_mlp_learns_and_dropout_is_configurable(small):
     (x, y), (xt, yt) = small
     model = make_model("mlp", seed=0, epochs=4).fit(x[:4000], y[:4000], x[4000:], y[4000:])
@@ -39,6 +41,7 @@ def test_mlp_learns_and_dropout_is_configurable(small):
     assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0 for m in make_model("mlp", dropout=0).net) == 2
 
 
+@pytest.mark.slow
 def test_resnet34_shape_and_a_few_steps_reduce_loss(small):
     (x, y), _ = small
     model = make_model("resnet34", seed=0)
@@ -62,6 +65,7 @@ def test_resnet34_shape_and_a_few_steps_reduce_loss(small):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_predictions(small, tmp_path):
     (x, y), (xt, _) = small
     model = make_model("cnn", seed=1, epochs=1).fit(x[:2000], y[:2000])
@@ -80,6 +84,7 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path):
     (x, y), _ = small
     x, y, xv, yv = x[:1500], y[:1500], x[1500:2000], y[1500:2000]
@@ -88,9 +93,9 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path)
     straight = make_model("mlp", **settings).fit(x, y, xv, yv)
 
     interrupted = make_model("mlp", **settings)
-    interrupted.callbacks += [Checkpoint(lambda learner: save_checkpoint(learner, tmp_path)), StopAfter(2)]
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(x, y, xv, yv)
+        interrupted.fit(x, y, xv, yv, callbacks=[Checkpoint(lambda learner: save_checkpoint(learner, tmp_path)),
+                                                 StopAfter(2)])
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 2
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["optimizer-2.safetensors",
                                                                       "weights-2.safetensors"]
@@ -107,6 +112,7 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path)
         torch.testing.assert_close(a, b, msg=name)
 
 
+@pytest.mark.slow
 def test_lr_zero_runs_the_lr_finder_first(small):
     (x, y), (xt, yt) = small
     model = make_model("mlp", seed=0, epochs=1, lr=0).fit(x[:3000], y[:3000])
@@ -119,6 +125,7 @@ def test_lr_zero_runs_the_lr_finder_first(small):
     assert model.score(xt, yt) > 0.7  # 24 steps at the suggested LR; chance is 0.1
 
 
+@pytest.mark.slow
 def test_cli_train_writes_model_metrics_and_resumes(tmp_path, capsys):
     out = tmp_path / "mlp"
     assert main(["train", "mlp", "--limit", "1000", "--epochs", "2", "--seed", "4", "--out", str(out)]) == 0
@@ -143,6 +150,7 @@ def test_cli_train_errors_are_one_line(tmp_path, capsys):
     assert "resnet34 has no setting dropout" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_train_fashion_mnist(tmp_path):
     from digitlab.data import locate
 
@@ -155,6 +163,7 @@ def test_cli_train_fashion_mnist(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_cli_lr_find_saves_plot_and_prints_suggestion(tmp_path, capsys):
     plot = tmp_path / "lr.png"
     assert main(["lr-find", "mlp", "--out", str(plot)]) == 0
@@ -189,7 +198,7 @@ class NearestCentroid(models.Classifier):
         np.savez(directory / "weights.npz", centroids=self.centroids)
 
     def load_weights(self, directory):
-        self.centroids = np.load(directory / "weights.npz")["centroids"]
+        self.centroids = np.load(directory / "weights.npz", allow_pickle=False)["centroids"]
 
 
 def test_cli_train_drives_a_classical_family(tmp_path, monkeypatch, capsys):
@@ -204,3 +213,56 @@ def test_cli_train_drives_a_classical_family(tmp_path, monkeypatch, capsys):
     assert "centroid has no setting epochs" in capsys.readouterr().err
     assert main(["train", "centroid", "--resume", "--out", str(out)]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_train_no_holdout_set_and_threads(tmp_path, capsys):
+    """The options the old scripts had: a final model on every image, any setting, threads, device."""
+    out = tmp_path / "m"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "mlp", "--limit", "600", "--no-holdout", "--set", "hidden=64", "--set", "epochs=1",
+                     "--threads", "1", "--device", "cpu", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 1  # the caller (here the CLI) chose it
+    finally:
+        torch.set_num_threads(threads)
+    assert "val accuracy" not in capsys.readouterr().out  # nothing held out
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["hidden"] == 64 and config["split"] == {"train_images": 600, "val_images": 0,
+                                                                     "limit": 600}
+    assert config["command"].startswith("digitlab train mlp --limit 600 --no-holdout")
+    assert config["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    assert "threads" not in config["config"] and "device" not in config["config"]  # run-time, not settings
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 600 and metrics["val_images"] == 0 and metrics["val_accuracy"] is None
+
+
+def test_cli_train_rejects_bad_settings(tmp_path, capsys):
+    assert main(["train", "mlp", "--set", "no_such=1", "--out", str(tmp_path / "a")]) == 1
+    assert "mlp has no setting no_such" in capsys.readouterr().err
+    assert main(["train", "mlp", "--set", "epochs", "--out", str(tmp_path / "b")]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "knn", "--device", "cuda", "--out", str(tmp_path / "c")]) == 1
+    assert "knn runs on the CPU only" in capsys.readouterr().err
+
+
+def test_bundled_card_names_a_digitlab_command_that_parses():
+    from digitlab.cli import build_parser
+    from digitlab.reader.infer import bundled
+
+    commands = [c.strip() for c in bundled().card["command"].split("&&")]
+    train, export = commands[0].split(), commands[1].split()
+    assert train[:3] == ["digitlab", "train", "best"] and export[:2] == ["digitlab", "export"]
+    for argv in (train, export):
+        args = build_parser().parse_args(argv[1:])
+        assert callable(args.func)
+    assert build_parser().parse_args(train[1:]).no_holdout
+
+
+def test_training_leaves_the_callers_random_state_alone(small):
+    (x, y), _ = small
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_model("mlp", seed=0, epochs=1, hidden=16).fit(x[:300], y[:300])
+    assert torch.equal(torch.rand(3), expected)

@@ -1,13 +1,16 @@
 """digitlab's own models: `fast` learns in one short run, `best` trains with augmentation, both round-trip."""
 
 import numpy as np
+import pytest
 
 from digitlab.lab.models import create, load
+
+pytestmark = pytest.mark.slow  # every test here trains a network
 
 
 def test_fast_learns_on_10k_images(mnist, tmp_path):
     (x, y), (x_test, y_test) = mnist
-    model = create("fast", seed=1, threads=1, epochs=2)
+    model = create("fast", seed=1, epochs=2)
     model.fit(x[:10000], y[:10000])
     assert 10_000 < model.n_parameters() < 50_000
     accuracy = model.score(x_test[:5000], y_test[:5000])
@@ -19,7 +22,7 @@ def test_fast_learns_on_10k_images(mnist, tmp_path):
 
 def test_best_trains_with_augmentation(mnist):
     (x, y), (x_test, y_test) = mnist
-    model = create("best", seed=0, threads=1, epochs=1, batch_size=64)
+    model = create("best", seed=0, epochs=1, batch_size=64)
     assert model.config.augment > 0 and model.config.label_smoothing > 0
     model.fit(x[:2000], y[:2000])
     proba = model.predict_proba(x_test[:1000])

@@ -50,7 +50,7 @@ def variants():
     rgba_black = Image.merge("RGBA", [Image.new("L", L.size, 0)] * 3 + [alpha])  # black pen, transparent
     rgba_white = Image.merge("RGBA", [Image.new("L", L.size, 255)] * 3 + [alpha])  # white pen, transparent
     palette = L.convert("P")
-    palette_t = rgba_black.convert("P", palette=Image.ADAPTIVE, colors=32) if False else rgba_black.quantize(16)
+    palette_t = rgba_black.quantize(16)  # a palette with a transparent entry
     i16 = Image.fromarray(gray.astype(np.uint16) * 257)
     yield "L png", encode(L, "PNG")
     yield "1-bit png", encode(L.point(lambda v: 255 if v > 128 else 0).convert("1"), "PNG")

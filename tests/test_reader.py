@@ -4,7 +4,6 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,24 +12,15 @@ from PIL import Image
 
 import digitlab
 from digitlab import cli, reader
-from digitlab.reader.infer import ASSETS
+from digitlab.reader.infer import BUNDLED
 from digitlab.testing.corpus import make_corpus, mnist_digit, render
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def model_path(mnist, tmp_path_factory) -> Path:
-    """The bundled model, or (until one is bundled) a small CNN trained here in well under a minute."""
-    bundled = ASSETS / "digit-model.onnx"
-    if bundled.is_file():
-        return bundled
-    from reader_model import train_tiny_onnx
-
-    (x, y), _ = mnist
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return train_tiny_onnx(x, y, tmp_path_factory.mktemp("model") / "tiny.onnx")
+def model_path() -> Path:
+    return BUNDLED
 
 
 @pytest.fixture(scope="session")

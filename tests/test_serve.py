@@ -1,150 +1,427 @@
-"""The REST API over real HTTP, and the drawing pad in a real (headless) Chromium."""
+"""The REST API through an HTTP client against the app: every endpoint, every error case, every limit."""
+
+from __future__ import annotations
 
 import base64
-import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
+import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from fastapi.testclient import TestClient
 
-from digitlab.serve import make_server
+from digitlab import reader
+from digitlab.serve import ServeConfig, create_app
+from digitlab.serve.app import Loaded
+from serve_util import REPO, Server, canvas, paper, png, png_claiming
 
-CHROMIUM = "/usr/bin/chromium"
+
+def client_for(tmp_path, **settings) -> TestClient:
+    settings.setdefault("feedback_db", str(tmp_path / "feedback.sqlite3"))
+    return TestClient(create_app(ServeConfig(**settings)))
+
+
+def wait_ready(client: TestClient) -> None:
+    for _ in range(200):
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(client.get("/readyz").json())
 
 
 @pytest.fixture(scope="module")
-def server():
-    srv = make_server("127.0.0.1", 0, quiet=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+def api(tmp_path_factory):
+    with client_for(tmp_path_factory.mktemp("api")) as client:
+        wait_ready(client)
+        yield client
 
 
-def post(url, body: bytes, content_type="image/png"):
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def paper(digits: np.ndarray) -> np.ndarray:
-    """MNIST digits side by side, upscaled 4x, dark ink on white paper, as a user would send."""
-    row = np.concatenate([np.pad(d, 4) for d in digits], axis=1)
-    big = np.asarray(Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.BICUBIC))
-    return 255 - big
-
-
-def test_predict_and_read(server, mnist):
+@pytest.fixture(scope="module")
+def digits(mnist):
     _, (x, y) = mnist
-    status, body = post(server + "/api/predict", png(paper(x[:1])))
-    assert status == 200 and body["label"] == y[0] and body["confidence"] > 0.5
-    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-3
-    status, body = post(server + "/api/read", png(paper(x[1:5])))
-    assert status == 200 and body["text"] == "".join(map(str, y[1:5]))
-    assert [d["label"] for d in body["digits"]] == y[1:5].tolist()
-    data_url = "data:image/png;base64," + base64.b64encode(png(paper(x[:1]))).decode()
-    status, body = post(server + "/api/predict", json.dumps({"image": data_url}).encode(), "application/json")
-    assert status == 200 and body["label"] == y[0]
+    return x[:20], y[:20]
 
 
-def test_blank_canvas_is_no_digit(server):
-    status, body = post(server + "/api/predict", png(np.full((280, 280), 255, np.uint8)))
-    assert status == 200 and body["label"] is None and body["status"] == "no digit"
-    status, body = post(server + "/api/read", png(np.full((100, 300), 255, np.uint8)))
-    assert status == 200 and body == {"text": "", "digits": []}
+def upload(image: bytes, name="digit.png", kind="image/png") -> dict:
+    return {"image": (name, image, kind)}
 
 
-@pytest.mark.parametrize(
-    "path, body, content_type, status, words",
-    [
-        ("/api/predict", b"not an image", "image/png", 400, ""),
-        ("/api/predict", b"", "image/png", 400, "empty body"),
-        ("/api/predict", b"{nope", "application/json", 400, "JSON body"),
-        ("/api/predict", b'{"image": "%%%"}', "application/json", 400, "base64"),
-        ("/api/predict?min_confidence=2", b"x", "image/png", 400, "between 0 and 1"),
-        ("/api/nothing", b"x", "image/png", 404, "no such endpoint"),
-    ],
-)
-def test_bad_requests_get_4xx_json(server, path, body, content_type, status, words):
-    code, reply = post(server + path, body, content_type)
-    assert code == status and words in reply["error"]
+# ---------------------------------------------------------------------------- answers
+def test_predict_accepts_every_way_of_sending_an_image(api, digits):
+    x, y = digits
+    data = png(canvas(x[0]))
+    answers = [
+        api.post("/v1/predict", files=upload(data)),
+        api.post("/v1/predict", content=data, headers={"content-type": "image/png"}),
+        api.post("/v1/predict", content=data, headers={"content-type": "application/octet-stream"}),
+        api.post("/v1/predict", json={"image": base64.b64encode(data).decode()}),
+        api.post("/v1/predict", json={"image": "data:image/png;base64," + base64.b64encode(data).decode()}),
+    ]
+    model = api.get("/v1/model").json()["model"]
+    for r in answers:
+        body = r.json()
+        assert r.status_code == 200, body
+        assert set(body) == {"label", "confidence", "probabilities", "box", "status", "model"}
+        assert body["label"] == y[0] and body["status"] == "ok" and body["model"] == model
+        assert body["confidence"] > 0.9 and abs(sum(body["probabilities"]) - 1) < 1e-3
+    assert len({json.dumps(r.json()) for r in answers}) == 1  # the same image gives the same answer every way
+    r = api.post("/v1/predict", json={"pixels": x[1].tolist()})
+    assert r.status_code == 200 and r.json()["label"] == y[1]
 
 
-def test_health_and_page(server):
-    with urllib.request.urlopen(server + "/api/health", timeout=10) as r:
-        assert json.loads(r.read())["status"] == "ok"
-    with urllib.request.urlopen(server + "/", timeout=10) as r:
-        assert b"<canvas" in r.read()
+def test_predict_abstains_and_shows_what_the_model_saw(api, digits):
+    x, y = digits
+    blank = api.post("/v1/predict", files=upload(png(np.full((280, 280), 255, np.uint8)))).json()
+    assert blank["label"] is None and blank["status"] == "no digit" and blank["probabilities"] is None
+    unsure = api.post("/v1/predict?min_confidence=1.0", files=upload(png(canvas(x[0])))).json()
+    assert unsure["label"] is None and unsure["status"] == "unsure" and unsure["confidence"] < 1.0
+    seen = api.post("/v1/predict?include_image=true", files=upload(png(canvas(x[0])))).json()
+    assert seen["image"].startswith("data:image/png;base64,")
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(base64.b64decode(seen["image"].split(",")[1]))).size == (28, 28)
 
 
-def test_serve_command_starts_and_answers(tmp_path):
-    """`digitlab serve` for real, as a user starts it."""
-    proc = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "serving" in line, proc.stderr.read() if proc.poll() is not None else line
-        url = line.split("http://")[1].split("/")[0]
-        with urllib.request.urlopen(f"http://{url}/api/health", timeout=10) as r:
-            assert r.status == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def test_read_a_number_with_boxes_in_the_uploaded_pixels(api, digits):
+    x, y = digits
+    r = api.post("/v1/read", files=upload(png(paper(x[1:5]))))
+    body = r.json()
+    assert r.status_code == 200 and body["text"] == "".join(map(str, y[1:5]))
+    # A 12x upscale is 1728 px wide, beyond the reader's working size: boxes must still be in upload pixels.
+    scale = 12
+    big = paper(x[1:5], scale=scale)
+    body = api.post("/v1/read", files=upload(png(big))).json()
+    assert body["text"] == "".join(map(str, y[1:5])) and len(body["digits"]) == 4
+    cell = 36 * scale
+    for i, d in enumerate(body["digits"]):
+        left, top, right, bottom = d["box"]
+        assert i * cell + 4 * scale - 2 * scale <= left < right <= (i + 1) * cell - 4 * scale + 2 * scale, d
+        assert 0 <= top < bottom <= big.shape[0]
+        assert right - left > 3 * scale and bottom - top > 10 * scale  # the digit's ink, not a 1024-px-space box
+    assert api.post("/v1/read", files=upload(png(np.full((100, 300), 255, np.uint8)))).json()["text"] == ""
 
 
-def _stroke(page, box, points):
-    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
-    page.mouse.down()
-    for px, py in points[1:]:
-        page.mouse.move(box["x"] + px, box["y"] + py, steps=8)
-    page.mouse.up()
+def test_batch(api, digits):
+    x, y = digits
+    files = [("image", (f"{i}.png", png(canvas(x[i])), "image/png")) for i in range(6)]
+    r = api.post("/v1/predict/batch", files=files)
+    assert r.status_code == 200 and [p["label"] for p in r.json()["results"]] == y[:6].tolist()
+    files[3] = ("image", ("3.png", b"not an image", "image/png"))
+    r = api.post("/v1/predict/batch", files=files)
+    assert r.status_code == 400 and r.json()["detail"].startswith("image 3:")
+    r = api.post("/v1/predict/batch", content=png(x[0]), headers={"content-type": "image/png"})
+    assert r.status_code == 415
 
 
-def test_drawing_pad_in_a_real_browser(server):
-    if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: ./setup.sh installs the Debian package 'chromium'")
-        pytest.skip("Chromium not installed")
-    from playwright.sync_api import sync_playwright
+def test_batch_size_limit(tmp_path, digits):
+    x, _ = digits
+    with client_for(tmp_path, max_batch=3) as client:
+        wait_ready(client)
+        ok = client.post("/v1/predict/batch", files=[("image", ("a.png", png(x[i]), "image/png")) for i in range(3)])
+        assert ok.status_code == 200
+        for n in (4, 10):
+            r = client.post("/v1/predict/batch", files=[("image", ("a.png", png(x[0]), "image/png"))] * n)
+            assert r.status_code == 413 and r.json()["error"] == "batch_too_large"
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+
+# ---------------------------------------------------------------------------- refusals
+TRUNCATED = None
+
+
+@pytest.mark.parametrize("case, kwargs, status, error", [
+    ("not an image", dict(content=b"hello, not an image", headers={"content-type": "image/png"}), 400, "not_an_image"),
+    ("empty raw body", dict(content=b"", headers={"content-type": "image/png"}), 400, "empty_body"),
+    ("empty upload", dict(files={"image": ("e.png", b"", "image/png")}), 400, "empty_body"),
+    ("form without image", dict(files={"picture": ("e.png", b"x", "image/png")}), 400, "missing_image"),
+    ("image as text field", dict(data={"image": "abc"}, files={"other": ("x", b"x")}), 400, "missing_image"),
+    ("text/plain", dict(content=b"7", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"),
+    ("no content type", dict(content=b"7"), 415, "unsupported_media_type"),
+    ("form urlencoded", dict(data={"image": "x"}), 415, "unsupported_media_type"),
+    ("invalid JSON", dict(content=b"{nope", headers={"content-type": "application/json"}), 400, "invalid_json"),
+    ("empty JSON body", dict(content=b"", headers={"content-type": "application/json"}), 400, "empty_body"),
+    ("JSON without image", dict(json={"img": "x"}), 422, "invalid_request"),
+    ("JSON list", dict(json=[1, 2, 3]), 422, "invalid_request"),
+    ("JSON both", dict(json={"image": "aGk=", "pixels": [[0] * 28] * 28}), 422, "invalid_request"),
+    ("pixels 27 rows", dict(json={"pixels": [[0] * 28] * 27}), 422, "invalid_request"),
+    ("pixel 300", dict(json={"pixels": [[300] * 28] * 28}), 422, "invalid_request"),
+    ("pixels as text", dict(json={"pixels": "dots"}), 422, "invalid_request"),
+    ("bad base64", dict(json={"image": "%%%"}), 400, "invalid_base64"),
+    ("base64 of junk", dict(json={"image": base64.b64encode(b"junk").decode()}), 400, "not_an_image"),
+    ("bomb header", dict(content=png_claiming(30000, 30000), headers={"content-type": "image/png"}), 413, "too_large"),
+    ("huge claim", dict(content=png_claiming(100000, 100000), headers={"content-type": "image/png"}), 413,
+     "too_large"),
+    ("zero width", dict(content=png_claiming(0, 10), headers={"content-type": "image/png"}), 400, None),
+    ("multipart garbage", dict(content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"}),
+     400, None),
+])
+def test_bad_requests_get_a_4xx_with_error_and_detail(api, case, kwargs, status, error):
+    r = api.post("/v1/predict", **kwargs)
+    body = r.json()
+    assert r.status_code == status, (case, body)
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    if error:
+        assert body["error"] == error, body
+
+
+def test_truncated_and_corrupt_images_get_400(api, digits):
+    x, _ = digits
+    data = png(canvas(x[0]))
+    for broken in (data[: len(data) // 2], data[:40], data[:20] + b"\0" * 200 + data[220:]):
+        r = api.post("/v1/predict", content=broken, headers={"content-type": "image/png"})
+        assert r.status_code == 400 and r.json()["error"] in ("not_an_image", "corrupt_image"), r.json()
+
+
+def test_query_validation_routes_and_methods(api, digits):
+    x, _ = digits
+    r = api.post("/v1/predict?min_confidence=2", files=upload(png(x[0])))
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "min_confidence" in r.json()["detail"]
+    r = api.get("/v1/nothing")
+    assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": "no such endpoint: /v1/nothing"}
+    r = api.get("/v1/predict")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_body_size_limit(tmp_path, digits):
+    x, _ = digits
+    with client_for(tmp_path, max_body_bytes=20_000) as client:
+        wait_ready(client)
+        assert client.post("/v1/predict", files=upload(png(canvas(x[0])))).status_code == 200
+        big = b"\x89PNG" + bytes(30_000)
+        r = client.post("/v1/predict", content=big, headers={"content-type": "image/png"})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+        def chunks():  # no Content-Length: the limit holds while the body streams in
+            for _ in range(10):
+                yield bytes(5_000)
+
+        r = client.post("/v1/predict", content=chunks(), headers={"content-type": "image/png"})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+
+def test_pixel_limit_is_read_from_the_header(tmp_path, digits):
+    x, _ = digits
+    with client_for(tmp_path, max_pixels=100_000) as client:
+        wait_ready(client)
+        assert client.post("/v1/predict", files=upload(png(canvas(x[0], 300)))).status_code == 200  # 90,000 px
+        r = client.post("/v1/predict", files=upload(png(canvas(x[0], 320))))  # 102,400 px
+        assert r.status_code == 413 and "100,000-pixel limit" in r.json()["detail"]
+
+
+class SlowModel:
+    """Wraps the real model: each inference sleeps, and the most inferences running at once is recorded."""
+
+    def __init__(self, model, delay: float) -> None:
+        self.model, self.delay, self.running, self.most = model, delay, 0, 0
+        self.card = model.card
+        self.lock = threading.Lock()
+
+    def predict_proba(self, images):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.delay)
         try:
-            page = browser.new_page()
-            page.goto(server + "/")
-            box = page.locator("#pad").bounding_box()
-            # A "7": a bar across the top, then a stroke down to the left; and a "1" beside it.
-            _stroke(page, box, [(60, 60), (170, 60), (110, 230)])
-            _stroke(page, box, [(330, 50), (330, 230)])
-            page.click("#read")
-            page.wait_for_function("document.getElementById('result').textContent.length > 0 && "
-                                   "document.getElementById('result').textContent !== '…'", timeout=20000)
-            assert page.text_content("#result") == "71"
-            page.click("#clear")
-            page.uncheck("#multi")
-            page.click("#read")
-            page.wait_for_function("document.getElementById('result').textContent === 'no digit'", timeout=20000)
-            page.screenshot(path=str(os.environ.get("DIGITLAB_SCREENSHOT", "/tmp/digitlab-pad.png")))
+            return self.model.predict_proba(images)
         finally:
-            browser.close()
+            with self.lock:
+                self.running -= 1
+
+
+def slow_down(client: TestClient, delay: float) -> SlowModel:
+    service = client.app.state.service
+    slow = SlowModel(service.loaded.model, delay)
+    service.loaded = Loaded(slow, service.loaded.name, service.loaded.path, service.loaded.sha256,
+                            service.loaded.loaded_at, service.loaded.stamp)
+    return slow
+
+
+def test_concurrent_inferences_are_bounded_and_the_excess_is_refused(tmp_path, digits):
+    x, _ = digits
+    with client_for(tmp_path, max_concurrent=2, max_waiting=2) as client:
+        wait_ready(client)
+        slow = slow_down(client, 0.3)
+        codes: list[int] = []
+
+        def one(i):
+            codes.append(client.post("/v1/predict", files=upload(png(canvas(x[i % 20])))).status_code)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert slow.most == 2  # never more than max_concurrent at once
+        assert codes.count(200) >= 4 and set(codes) <= {200, 503}
+        assert codes.count(503) >= 1  # 8 at once > 2 running + 2 waiting
+
+
+def test_request_timeout(tmp_path, digits):
+    x, _ = digits
+    with client_for(tmp_path, request_timeout=0.3) as client:
+        wait_ready(client)
+        slow_down(client, 1.0)
+        r = client.post("/v1/predict", files=upload(png(x[0])))
+        assert r.status_code == 503 and r.json()["error"] == "timeout"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_unexpected_failure_is_a_logged_json_500(tmp_path, digits, caplog):
+    x, _ = digits
+    with client_for(tmp_path) as client:
+        wait_ready(client)
+        service = client.app.state.service
+
+        class Broken:
+            card = {}
+
+            def predict_proba(self, images):
+                raise RuntimeError("boom")
+
+        service.loaded = Loaded(Broken(), "broken", service.loaded.path, "", 0.0, (0, 0))
+        r = client.post("/v1/predict", files=upload(png(canvas(x[0]))))
+        assert r.status_code == 500 and r.json() == {"error": "internal", "detail": "unexpected server error (logged)"}
+        assert any("boom" in (rec.exc_text or "") or "boom" in rec.getMessage() for rec in caplog.records)
+
+
+# ---------------------------------------------------------------------------- the other endpoints
+def test_health_ready_model_metrics_openapi_and_pad(api, digits):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ready"}
+    assert api.head("/").status_code == 200 and api.head("/healthz").status_code == 200
+    card = api.get("/v1/model").json()
+    assert card["model"].startswith("digit-model@") and len(card["sha256"]) == 64 and "normalization" in card["card"]
+    api.post("/v1/predict", content=b"junk", headers={"content-type": "image/png"})
+    metrics = api.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'digitlab_requests_total{endpoint="/v1/predict",method="POST",code="200"}' in text
+    assert 'digitlab_request_errors_total{endpoint="/v1/predict",error="not_an_image"}' in text
+    assert 'digitlab_request_duration_seconds_bucket{endpoint="/v1/predict",le="+Inf"}' in text
+    spec = api.get("/openapi.json").json()
+    for path in ("/v1/predict", "/v1/read", "/v1/predict/batch", "/v1/feedback", "/v1/model", "/v1/model/reload",
+                 "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"], path
+    assert {"Prediction", "Reading", "ErrorBody", "BatchPrediction"} <= set(spec["components"]["schemas"])
+    assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert api.get("/docs").status_code == 200
+    page = api.get("/").text
+    assert 'data-testid="pad"' in page and 'data-testid="prediction"' in page and "http" not in page.split("<body")[1]
+    assert api.get("/static/pad.js").status_code == 200
+
+
+def test_old_api_routes_still_answer(api, digits):
+    x, y = digits
+    assert api.post("/api/predict", content=png(canvas(x[0])), headers={"content-type": "image/png"}).json()["label"] \
+        == y[0]
+    assert api.get("/api/health").json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------------------- reload
+def copy_model(folder, doc: str):
+    """The bundled model as another file, its bytes changed (a new doc string) so its sha256 differs."""
+    import onnx
+
+    from digitlab import card
+
+    proto = onnx.load(str(reader.BUNDLED))
+    proto.doc_string = doc
+    path, staging = folder / "model.onnx", folder / "staging" / "model.onnx"
+    card.write(staging, proto.SerializeToString(), reader.bundled().card)  # a new checksum for the new bytes
+    staging.with_suffix(".json").replace(path.with_suffix(".json"))
+    staging.replace(path)  # atomic, the model file last: the file watch sees a complete pair
+    return path
+
+
+def test_serve_another_model_and_reload_without_dropping_requests(tmp_path, digits):
+    x, y = digits
+    path = copy_model(tmp_path, "first")
+    with client_for(tmp_path, model=str(path), reload_token="secret") as client:
+        wait_ready(client)
+        first = client.get("/v1/model").json()["model"]
+        assert first.startswith("model@")
+        assert client.post("/v1/model/reload").status_code == 403
+        answers, stop = [], threading.Event()
+
+        def hammer(i):
+            while not stop.is_set():
+                r = client.post("/v1/predict", files=upload(png(canvas(x[i]))))
+                answers.append((r.status_code, r.json().get("label") == y[i], r.json().get("model")))
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        copy_model(tmp_path, "second")
+        r = client.post("/v1/model/reload", headers={"authorization": "Bearer secret"})
+        second = r.json()["model"]
+        assert r.status_code == 200 and second != first
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert answers and all(code == 200 and right for code, right, _ in answers)
+        assert {m for *_, m in answers} <= {first, second} and answers[-1][2] == second
+        # a broken new file: the reload fails with a reason, the old model keeps answering
+        path.write_bytes(b"not onnx")
+        r = client.post("/v1/model/reload", headers={"authorization": "Bearer secret"})
+        assert r.status_code == 500 and r.json()["error"] == "reload_failed"
+        assert client.post("/v1/predict", files=upload(png(canvas(x[0])))).json()["model"] == second
+
+
+def test_file_watch_reloads(tmp_path, digits):
+    path = copy_model(tmp_path, "first")
+    with client_for(tmp_path, model=str(path), watch=True) as client:
+        wait_ready(client)
+        first = client.get("/v1/model").json()["model"]
+        copy_model(tmp_path, "changed")
+        for _ in range(60):
+            if client.get("/v1/model").json()["model"] != first:
+                break
+            time.sleep(0.1)
+        assert client.get("/v1/model").json()["model"] != first
+
+
+def test_bad_model_is_not_ready(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"nope")
+    with client_for(tmp_path, model=str(tmp_path / "bad.onnx")) as client:
+        time.sleep(0.3)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["error"] == "not_ready"
+        assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------------------- the command
+def test_serve_command_answers_curl_style_upload(tmp_path, digits):
+    """`digitlab serve` for real, as a user starts it, and the README's curl upload."""
+    x, y = digits
+    image = tmp_path / "seven.png"
+    image.write_bytes(png(canvas(x[0])))
+    with Server("--feedback-db", str(tmp_path / "fb.sqlite3")) as server:
+        import httpx
+
+        with image.open("rb") as f:
+            r = httpx.post(server.url + "/v1/predict", files={"image": f}, timeout=30)
+        assert r.status_code == 200 and r.json()["label"] == y[0]
+    out = server.proc.stdout.read().decode()
+    assert "serving the drawing pad on http://127.0.0.1:" in out
+
+
+def test_serve_command_bad_model_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "digitlab.cli", "serve", "--model", str(tmp_path / "none.onnx")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 1 and proc.stderr.startswith("digitlab: error:") and "Traceback" not in proc.stderr
+
+
+def test_the_service_never_imports_torch():
+    code = ("import sys; from digitlab.serve import create_app; create_app(); import digitlab.serve.protocol; "
+            "bad = [m for m in ('torch', 'sklearn', 'digitlab.lab') if m in sys.modules]; "
+            "print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,7 +7,7 @@ Heavy modules (torch, sklearn) are imported inside the commands that need them, 
 from __future__ import annotations
 
 import argparse
-import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", help="folder holding the dataset (or its parent); "
-                          "default: $DIGITLAB_DATA/<name>, then ~/.cache/digitlab/<name>")
-    data_dir.add_argument("--no-download", action="store_true", help="never fetch missing files")
+                          "default: $DIGITLAB_DATA/<name>, then ~/.cache/digitlab/<name>; missing files are "
+                          "downloaded unless DIGITLAB_OFFLINE=1")
 
     data = commands.add_parser("data", help="list, verify and look at datasets")
     data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "no_download", False):
-        os.environ["DIGITLAB_OFFLINE"] = "1"  # every data.load of this command stays local
+    # recorded by `train` in the model's config.json, and so in an exported model card
+    args.command_line = shlex.join(["digitlab", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)
     except DigitlabError as e:

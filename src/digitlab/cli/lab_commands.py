@@ -10,22 +10,33 @@ import json
 import sys
 from pathlib import Path
 
+from digitlab import card as model_card
 from digitlab.files import atomic_write_json, read_json
 from digitlab.lab.benchmark import run_benchmark
 from digitlab.lab.evaluate import evaluate_directory, summary_text
-from digitlab.lab.experiment import find_lr, train_run
+from digitlab.lab.experiment import find_lr, parse_setting, train_run
 from digitlab.lab.export import export
 from digitlab.lab.models import FAMILIES
 from digitlab.lab.report import write_report
-from digitlab.reader.infer import read_card
+from digitlab.reader.infer import BUNDLED
 
 
 # ---------------------------------------------------------------------------- train
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:  # the caller's choice, for this process: the lab never sets it behind your back
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
-    m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                  limit=args.limit, resume=args.resume, epochs=args.epochs, dropout=args.dropout, lr=args.lr,
-                  batch_size=args.batch_size)
+    settings = {"epochs": args.epochs, "dropout": args.dropout, "lr": args.lr, "batch_size": args.batch_size}
+    settings.update(parse_setting(s) for s in args.set)
+    _set_threads(args)
+    _, m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                     limit=args.limit, holdout=not args.no_holdout, resume=args.resume, device=args.device,
+                     command=args.command_line, **settings)
     if m.get("lr_finder_suggestion"):
         print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
     val = f"val accuracy {m['val_accuracy']:.4f}  " if m["val_accuracy"] is not None else ""
@@ -38,9 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
 
-
+    _set_threads(args)
     result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                     batch_size=args.batch_size)
+                     device=args.device, batch_size=args.batch_size)
     save_lr_plot(result, args.out)
     print(f"suggested learning rate: {result['suggestion']:.2e} (steepest descent {result['steepest']:.2e}, "
           f"minimum loss at {result['min_loss_lr']:.2e}); plot: {args.out}")
@@ -48,18 +59,24 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
-
     common = argparse.ArgumentParser(add_help=False, parents=[data_dir])
     common.add_argument("model", help=f"model family: {', '.join(FAMILIES)}")
     common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--batch-size", type=int, help="default: the family's")
+    common.add_argument("--device", help="where a neural family trains: cpu (default), cuda, cuda:1, ...")
+    common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a "
+                        "busy machine)")
 
     p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
     p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")
     p.add_argument("--epochs", type=int, help="default: the family's")
     p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first")
-    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn)")
+    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn, best)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting of the family, e.g. --set widths=24,48,96 --set optimizer=sgd (repeatable)")
+    p.add_argument("--no-holdout", action="store_true",
+                   help="train on the whole training split (a final model): no validation images held out")
     p.add_argument("--limit", type=int, help="train on the first N training images only (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint at the next epoch")
     p.set_defaults(func=cmd_train)
@@ -67,11 +84,12 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("lr-find", parents=[common], help="LR range test: plot loss against learning rate")
     p.add_argument("--out", default="lr-find.png", help="plot file (default lr-find.png)")
     p.set_defaults(func=cmd_lr_find)
+
+
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
 def cmd_evaluate(args: argparse.Namespace) -> int:
-
-
-    result = evaluate_directory(args.model_dir, args.dataset, args.data_dir)
+    result = evaluate_directory(BUNDLED if args.model_dir == "bundled" else args.model_dir, args.dataset,
+                                args.data_dir)
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
@@ -86,14 +104,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-
-    path = write_report(args.model_dirs, args.out, args.dataset, args.data_dir)
+    targets = [BUNDLED if d == "bundled" else d for d in args.model_dirs]
+    path = write_report(targets, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
@@ -110,7 +127,7 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
     p = commands.add_parser("report", parents=[data_dir], help="one self-contained HTML report of models")
-    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help='model folders, .onnx files or "bundled"')
     p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
     p.add_argument("--out", default="report.html")
     p.set_defaults(func=cmd_report)
@@ -123,12 +140,12 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
                    help="train on the first N training images only (the test split is always whole)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
     p.set_defaults(func=cmd_benchmark)
+
+
 # ---------------------------------------------------------------------------- own model: export
 def cmd_export(args: argparse.Namespace) -> int:
-
     path = export(args.model_dir, out=args.out, quantize=args.quantize, bundle=args.bundle)
-
-    card = read_card(path)
+    card = model_card.read(path)
     print(f"{args.model_dir} -> {path} ({path.stat().st_size / 1e3:.0f} kB, {card['format']}); "
           f"test accuracy {card['test']['accuracy']:.4f}; card {path.with_suffix('.json')}, {path.with_suffix('.md')}")
     return 0
@@ -137,7 +154,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("export", help="export a trained neural model to ONNX with its model card")
     p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
     p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
     p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab")

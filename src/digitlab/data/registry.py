@@ -42,7 +42,6 @@ class Dataset:
     urls: tuple[str, ...]  # base URLs, tried in order
     system_dirs: tuple[str, ...] = ()
     label_column: int | None = None  # QMNIST's labels are rows of metadata; column 0 is the digit
-    homepage: str = ""
 
 
 DIGITS = tuple("0123456789")
@@ -76,7 +75,6 @@ DATASETS: dict[str, Dataset] = {
             urls=("https://ossci-datasets.s3.amazonaws.com/mnist/",
                   "https://storage.googleapis.com/cvdf-datasets/mnist/",
                   "http://yann.lecun.com/exdb/mnist/"),
-            homepage="http://yann.lecun.com/exdb/mnist/",
         ),
         Dataset(
             name="fashion-mnist",
@@ -105,7 +103,6 @@ DATASETS: dict[str, Dataset] = {
             urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                   "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),
             system_dirs=("/usr/share/datasets/fashion-mnist",),
-            homepage="https://github.com/zalandoresearch/fashion-mnist",
         ),
         Dataset(
             name="kmnist",
@@ -123,7 +120,6 @@ DATASETS: dict[str, Dataset] = {
             },
             counts={"train": 60000, "test": 10000},
             urls=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
-            homepage="https://github.com/rois-codh/kmnist",
         ),
         Dataset(
             name="qmnist",
@@ -142,7 +138,6 @@ DATASETS: dict[str, Dataset] = {
             counts={"train": 60000, "test": 60000},
             urls=("https://raw.githubusercontent.com/facebookresearch/qmnist/master/",),
             label_column=0,
-            homepage="https://github.com/facebookresearch/qmnist",
         ),
     ]
 }

@@ -6,6 +6,7 @@ fitting and while predicting the whole test set, and is saved with its metrics.j
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from pathlib import Path
@@ -34,14 +35,13 @@ def run_one(name: str, seed: int, dataset: str, out: Path, epochs_scale: float, 
         if epochs_scale != 1 and hasattr(defaults, field):
             overrides[field] = max(1, round(getattr(defaults, field) * epochs_scale))
     directory = out / name if seed == 0 else out / f"{name}-seed{seed}"
-    m = train_run(name, directory, dataset, data_dir, seed=seed, limit=limit, progress=False, **overrides)
-    config = read_json(directory / "config.json")
+    model, m = train_run(name, directory, dataset, data_dir, seed=seed, limit=limit, progress=False, **overrides)
     return {"model": name, "seed": seed, "directory": str(directory), "reference": REFERENCE.get(dataset, {}).get(name),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n_incorrect": m["n_incorrect"],
             "train_seconds": m["fit_wall_s"], "images_per_second": m["images_per_second"],
             "n_parameters": m["n_parameters"], "file_bytes": weights_size(directory),
-            "config": config["config"], "train_images": m["train_images"], "val_images": config["val_images"],
-            "test_images": m["n"]}
+            "config": dataclasses.asdict(model.config), "train_images": m["train_images"],
+            "val_images": m["val_images"], "test_images": m["n"]}
 
 
 def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLike = "benchmark",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.reader.calibration import log_losses
+
 
 @dataclass
 class Interpretation:
@@ -54,7 +56,7 @@ def interpret(proba: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[
     per_class = [{"class": str(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)]
 
-    losses = -np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None))
+    losses = log_losses(proba, labels)
     confidence = proba[np.arange(len(labels)), predicted]
     # Highest loss first; among equal losses (k-NN gives many p=0), the most confident mistake; then by index.
     worst = np.lexsort((np.arange(len(losses)), -confidence, -losses))[:top_k]
@@ -120,12 +122,12 @@ class ModelResult:
     images: np.ndarray  # the test images, for the top-loss grid
 
 
-def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None, data_dir: str | None = None,
-                       download: bool | None = None) -> ModelResult:
+def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
+                       data_dir: str | None = None) -> ModelResult:
     """Loads a model and evaluates it on the test split of `dataset`.
 
-    `directory` is a model directory, an exported `.onnx` file, or "bundled" (the model shipped with
-    digitlab). Without `dataset`, the one recorded in the directory's metrics.json is used, else MNIST.
+    `directory` is a model directory or an exported `.onnx` file. Without `dataset`, the one recorded
+    in the directory's metrics.json is used, else MNIST.
     """
     from digitlab.data import get, load
     from digitlab.files import read_json
@@ -135,17 +137,17 @@ def evaluate_directory(directory: str | os.PathLike, dataset: str | None = None,
     metrics_path = directory / "metrics.json"
     if dataset is None:
         dataset = read_json(metrics_path).get("dataset", "mnist") if metrics_path.is_file() else "mnist"
-    images, labels = load(dataset, "test", data_dir, download)
+    images, labels = load(dataset, "test", data_dir)
     interp, speed = evaluate_model(model, images, labels, get(dataset).classes)
     return ModelResult(directory, family, dataset, interp, speed, history, n_parameters, images)
 
 
 def _load_any(target: Path) -> tuple[object, str, list[dict], int]:
-    """(model, family, history, parameter count) of a model directory, an .onnx file or "bundled"."""
-    if target.suffix == ".onnx" or (str(target) == "bundled" and not target.exists()):
-        from digitlab.reader.infer import OnnxModel, bundled
+    """(model, family, history, parameter count) of a model directory or an .onnx file."""
+    if target.suffix == ".onnx":
+        from digitlab.reader.infer import OnnxModel
 
-        model = bundled() if str(target) == "bundled" else OnnxModel(target)
+        model = OnnxModel(target)
         return model, model.card.get("family", "onnx"), [], int(model.card.get("n_parameters", 0))
     from . import models
 

@@ -1,15 +1,18 @@
 """One training run of any model family: data, seeded hold-out, fit, checkpoints, saved model, metrics.
 
-    train_run("cnn", "runs/cnn", epochs=3)   # what `digitlab train cnn --out runs/cnn --epochs 3` does
+    model, metrics = train_run("cnn", "runs/cnn", epochs=3)   # `digitlab train cnn --out runs/cnn --epochs 3`
 
-Neural families get a live progress bar and a checkpoint after every epoch (`<out>/checkpoint/`),
-from which `resume=True` continues at the next epoch. Every family follows the Classifier contract,
-so classical models go through the same code (fit, score, save) without importing torch.
+This is the one way digitlab trains a model: `digitlab train`, `digitlab benchmark` and the bundled
+model's rebuild command all come here. Neural families get a live progress bar and a checkpoint
+after every epoch (`<out>/checkpoint/`), from which `resume=True` continues at the next epoch. Every
+family follows the Classifier contract, so classical models go through the same code (fit, score,
+save) without importing torch. The run writes `config.json` (settings and how the model was made)
+and `metrics.json` (its figures), each once.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ast
 import os
 import sys
 import time
@@ -19,12 +22,23 @@ import numpy as np
 
 from digitlab import data
 from digitlab.errors import DigitlabError, ModelError
-from digitlab.files import atomic_write_json, read_json
+from digitlab.files import atomic_write_json
 
 from . import models
+from .models.base import config_from, setting_names
 
-VAL_SIZE = 5000
 CHECKPOINT_DIR = "checkpoint"
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """"key=value" -> (key, value): a Python literal (3, 0.1, True, (24, 48, 96), 24,48,96) or a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise DigitlabError(f"--set {text!r}: write KEY=VALUE, e.g. --set epochs=30")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain word, e.g. optimizer=sgd
 
 
 def limit_train(images: np.ndarray, labels: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -36,62 +50,75 @@ def limit_train(images: np.ndarray, labels: np.ndarray, limit: int | None) -> tu
     return images[:limit], labels[:limit]
 
 
-def holdout(images: np.ndarray, labels: np.ndarray, seed: int):
-    """The seeded validation split: 5,000 images, or a tenth of a smaller (--limit) training set."""
-    return data.train_val_split(images, labels, min(VAL_SIZE, len(images) // 10), seed=seed)
-
-
-def make_model(family: str, seed: int = 0, **settings) -> models.Classifier:
+def make_model(family: str, seed: int = 0, device: str | None = None, **settings) -> models.Classifier:
     """A new model of `family`; settings that are None are left at the family's default."""
     cls = models.family_class(family)
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    fields = setting_names(cls.Config)
     settings = {k: v for k, v in settings.items() if v is not None}
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise DigitlabError(f"{family} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(fields))}")
     if "seed" in fields:
         settings["seed"] = seed
-    return models.create(family, **settings)
+    if device not in (None, "cpu"):
+        if not cls.trains_in_epochs:
+            raise DigitlabError(f"{family} runs on the CPU only; --device {device} is for neural families")
+        settings["device"] = device
+    return cls(**settings)
 
 
 def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_dir: str | None = None,
-              seed: int = 0, limit: int | None = None, resume: bool = False, progress: bool = True,
-              **settings) -> dict:
-    """Trains, evaluates on the test split, saves the model folder; returns (and writes) metrics.json."""
+              seed: int = 0, limit: int | None = None, holdout: bool = True, resume: bool = False,
+              progress: bool = True, device: str | None = None, command: str | None = None,
+              **settings) -> tuple[models.Classifier, dict]:
+    """Trains, evaluates on the test split, saves the model folder; returns (model, metrics).
+
+    `holdout=False` trains on the whole training split (a final model; no validation curves).
+    `command` is the command line that ran this, recorded in config.json (and so in an exported card)."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_DIR
     if resume:  # the checkpoint's settings win: the run continues exactly as it started
-        model = _resume(checkpoint, family, dataset)
-        seed, limit = model.config.seed, read_json(checkpoint / "checkpoint.json").get("limit")
+        model, meta = _resume(checkpoint, family, dataset, device)
+        seed, limit, holdout = model.config.seed, meta.get("limit"), meta.get("holdout", True)
+        command = meta.get("command", command)
     else:
-        model = make_model(family, seed, **settings)
+        model = make_model(family, seed, device, **settings)
     images, labels = limit_train(*data.load(dataset, "train", data_dir), limit)
     x_test, y_test = data.load(dataset, "test", data_dir)
-    if model.holdout:
-        (x, y), (x_val, y_val) = holdout(images, labels, seed)
+    if model.holdout and holdout:
+        (x, y), (x_val, y_val) = data.holdout(images, labels, seed)
     else:
         (x, y), (x_val, y_val) = (images, labels), (images[:0], labels[:0])
 
-    neural = hasattr(model, "callbacks")
-    if neural:
+    run = {"dataset": dataset, "seed": seed, "split": {"train_images": len(x), "val_images": len(x_val),
+                                                        "limit": limit}}
+    if model.normalization:
+        run["normalization"] = model.normalization
+    if command:
+        run["command"] = command
+    t0 = time.perf_counter()
+    if model.trains_in_epochs:
         from .train import Checkpoint, ProgressBar, save_checkpoint
 
-        extra = {"family": family, "dataset": dataset, "limit": limit}
-        model.callbacks.append(Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra)))
-        if progress:
-            model.callbacks.append(ProgressBar())
-    t0 = time.perf_counter()
-    model.fit(x, y, x_val, y_val)
+        extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command}
+        callbacks = [Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra))]
+        model.fit(x, y, x_val, y_val, callbacks=callbacks + ([ProgressBar()] if progress else []))
+    else:
+        model.fit(x, y, x_val, y_val)
     fit_wall = time.perf_counter() - t0
+    model.save(out, run)
+    metrics = run_metrics(model, family, dataset, seed, (x, x_val, y_val), (x_test, y_test), fit_wall)
+    atomic_write_json(out / "metrics.json", metrics)
+    return model, metrics
 
-    model.save(out)
-    config = read_json(out / "config.json")
-    config.update(dataset=dataset, seed=seed, train_images=len(x), val_images=len(x_val))
-    atomic_write_json(out / "config.json", config)
 
+def run_metrics(model: models.Classifier, family: str, dataset: str, seed: int, train: tuple, test: tuple,
+                fit_wall: float) -> dict:
+    """metrics.json: the one schema of a trained model's figures (`evaluate` refreshes its test part)."""
     from .evaluate import evaluate_model
 
-    interp, speed = evaluate_model(model, x_test, y_test, data.get(dataset).classes)
+    x, x_val, y_val = train
+    interp, speed = evaluate_model(model, *test, data.get(dataset).classes)
     # For neural models: time inside the training loop (summed over resumed sessions), no validation.
     train_time = sum(h.get("time", 0.0) for h in model.history) if model.history else fit_wall
     epochs = len(model.history) or 1
@@ -102,41 +129,39 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         "train_time_s": round(train_time, 2), "fit_wall_s": round(fit_wall, 2),
         "train_images_per_s": round(len(x) * epochs / train_time, 1) if train_time else None,
         "test_predict_s": round(speed["predict_seconds"], 2), "epochs": epochs, "train_images": len(x),
-        "n_parameters": model.n_parameters(), **speed, **interp.to_dict(),
+        "val_images": len(x_val), "n_parameters": model.n_parameters(), **speed, **interp.to_dict(),
     }
     if getattr(model, "lr_finder", None):
         metrics["lr_finder_suggestion"] = model.lr_finder["suggestion"]
-    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _resume(checkpoint: Path, family: str, dataset: str) -> models.Classifier:
+def _resume(checkpoint: Path, family: str, dataset: str, device: str | None) -> tuple[models.Classifier, dict]:
+    cls = models.family_class(family)
+    if not cls.trains_in_epochs:
+        raise ModelError(f"{checkpoint}: no checkpoint to resume: {family} trains in one step")
     from .train import read_checkpoint
 
     meta = read_checkpoint(checkpoint)
     if meta.get("family", family) != family or meta.get("dataset", dataset) != dataset:
         raise ModelError(f"{checkpoint}: holds a {meta.get('family')} run on {meta.get('dataset')}, "
                          f"not {family} on {dataset}")
-    cls = models.family_class(family)
-    if not hasattr(cls, "resume"):
-        raise ModelError(f"{family} trains in one step; there is nothing to resume")
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    model = cls(cls.Config(**{k: v for k, v in meta["config"].items() if k in fields}))
+    model = cls(config_from(cls.Config, meta["config"]), device=device or "cpu")
     model.resume(checkpoint)
     if meta["epoch"] >= model.config.epochs:
         print(f"{checkpoint}: all {meta['epoch']} epochs already done; saving and evaluating", file=sys.stderr)
-    return model
+    return model, meta
 
 
 def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, seed: int = 0,
-            **settings) -> dict:
+            device: str | None = None, **settings) -> dict:
     """The LR finder's sweep for a neural family on the training split (minus the hold-out)."""
     import torch
 
     from .train import lr_find, to_tensor
 
-    model = make_model(family, seed, **settings)
-    if not hasattr(model, "net"):
+    model = make_model(family, seed, device, **settings)
+    if not model.trains_in_epochs:
         raise DigitlabError(f"{family} is not a neural network; the LR finder is for mlp, cnn, resnet34")
-    (x, y), _ = holdout(*data.load(dataset, "train", data_dir), seed)
-    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config)
+    (x, y), _ = data.holdout(*data.load(dataset, "train", data_dir), seed)
+    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config, device=model.device)

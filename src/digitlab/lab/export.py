@@ -1,16 +1,16 @@
 """Exports a trained neural model to ONNX (fp32, or int8 by static quantization) with its model card.
 
-    digitlab export runs/best --format onnx [--quantize int8] [--out model.onnx] [--bundle]
+    digitlab export runs/best [--quantize int8] [--out model.onnx] [--bundle]
 
-The network is exported without its normalization; the card (JSON beside the .onnx, and a copy in
-the ONNX metadata) records mean/std so that `digitlab.infer` can take raw uint8 pixels. The card's
-accuracy is measured on the MNIST test set with the exported file itself, through onnxruntime.
+The network is exported without its normalization; the card (`digitlab.card`: inside the ONNX file
+and beside it) records mean/std, the dataset, split and command of the run that made the model, so
+that `digitlab.reader.infer` takes raw uint8 pixels. The card's accuracy is measured on the
+dataset's test split with the exported file itself, through onnxruntime.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 import platform
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab import card as model_card
 from digitlab.errors import ModelError
-from digitlab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from digitlab.files import read_json
 from digitlab.reader.infer import BUNDLED, OnnxModel
 
 OPSET = 18
@@ -29,12 +30,11 @@ OPSET = 18
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, quantize: str | None = None,
            bundle: bool = False, calibration_size: int = 1000) -> Path:
-    """Writes MODEL.onnx, MODEL.json (card) and MODEL.md; returns the .onnx path."""
+    """Writes MODEL.onnx (card inside), MODEL.json (the same card) and MODEL.md; returns the .onnx path."""
     from digitlab.data import load
 
     from .models import load as load_model
     from .models.neural import NeuralClassifier
-    from .train import MNIST_MEAN, MNIST_STD
 
     model_dir = Path(model_dir)
     model = load_model(model_dir)
@@ -42,24 +42,30 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         raise ModelError(f"{model_dir}: only neural models export to ONNX (this is {model.family!r})")
     if quantize not in (None, "int8"):
         raise ModelError(f"unknown quantization {quantize!r}; use int8")
-    if bundle:
-        out = BUNDLED
-    elif out is None:
-        out = model_dir / ("model-int8.onnx" if quantize else "model.onnx")
-    out = Path(out)
+    run = read_run(model_dir)
+    norm = run["normalization"]
+    out = Path(BUNDLED if bundle else out or model_dir / ("model-int8.onnx" if quantize else "model.onnx"))
     onnx_bytes = to_onnx(model.net)
     if quantize:
-        train_images, _ = load("mnist", "train")
+        train_images, _ = load(run["dataset"], "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
-        onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], MNIST_MEAN, MNIST_STD))
-    card = make_card(model, model_dir, onnx_bytes, quantize, (MNIST_MEAN, MNIST_STD), bundle)
-    x_test, y_test = load("mnist", "test")
-    atomic_write_bytes(out, embed_card(onnx_bytes, card))
-    atomic_write_json(out.with_suffix(".json"), card)  # infer reads the sidecar first
+        onnx_bytes = quantize_int8(onnx_bytes, normalize(train_images[calibration], norm["mean"], norm["std"]))
+    card = make_card(model, model_dir, run, quantize, bundle, None if bundle else out)
+    model_card.write(out, onnx_bytes, card)
+    # The card's figures are measured on the written file itself, through onnxruntime.
+    x_test, y_test = load(run["dataset"], "test")
     card["test"] = OnnxModel(out, threads=0).score(x_test, y_test)
-    atomic_write_json(out.with_suffix(".json"), card)
-    atomic_write_text(out.with_suffix(".md"), card_markdown(card))
+    model_card.write(out, onnx_bytes, card)
     return out
+
+
+def read_run(model_dir: Path) -> dict:
+    """The record of the run that made the model (config.json; older folders lack some fields)."""
+    from .train import MNIST_MEAN, MNIST_STD
+
+    run = read_json(model_dir / "config.json")
+    return {"dataset": "mnist", "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
+            "seed": run["config"].get("seed", 0), **run}
 
 
 def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -102,85 +108,18 @@ def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
         return int8.read_bytes()
 
 
-def embed_card(onnx_bytes: bytes, card: dict) -> bytes:
-    import json
-
-    import onnx
-
-    proto = onnx.load_from_string(onnx_bytes)
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "digitlab_card", json.dumps(card)
-    proto.producer_name = "digitlab"
-    return proto.SerializeToString()
-
-
-def make_card(model, model_dir: Path, onnx_bytes: bytes, quantize: str | None, norm: tuple[float, float],
-              bundle: bool = False) -> dict:
+def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: bool = False,
+              out: Path | None = None) -> dict:
     import torch
 
-    from digitlab.files import read_json
-
     metrics = read_json(model_dir / "metrics.json") if (model_dir / "metrics.json").is_file() else {}
-    seed = model.config.seed
-    return {
-        "name": "digitlab digit model",
-        "family": model.family,
-        "format": f"onnx opset {OPSET}" + (", int8 static quantization (QDQ, per-channel)" if quantize else ""),
-        "input": "uint8 [N, 28, 28], ink bright on dark (MNIST convention); infer normalizes",
-        "output": "logits [N, 10] for digits 0-9; probabilities = softmax(logits / temperature)",
-        "normalization": {"mean": norm[0], "std": norm[1]},
-        "temperature": 1.0,
-        "architecture": str(model.net),
-        "n_parameters": model.n_parameters(),
-        "config": {k: v for k, v in model.config.__dict__.items()},
-        "training_data": "MNIST training set, all 60,000 images (no validation hold-out; the test set "
-                         "is only used for the figures below)",
-        "command": metrics.get("command", f"python scripts/train_own.py {model.family} --seed {seed} --out {model_dir}")
-                   + f" && digitlab export {model_dir}" + (" --quantize int8" if quantize else "")
-                   + (" --bundle" if bundle else ""),
-        "seed": seed,
-        "train_time_s": metrics.get("train_time_s"),
-        "pytorch_test_accuracy": metrics.get("test_accuracy"),
-        "exported": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
-        "environment": f"torch {torch.__version__}, Python {platform.python_version()}",
-        "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-    }
-
-
-def card_markdown(card: dict) -> str:
-    test = card["test"]
-    rows = "\n".join(f"| {c} | {r:.4f} |" for c, r in test["per_class_recall"].items())
-    config = "\n".join(f"- `{k}`: {v}" for k, v in card["config"].items())
-    return f"""# {card['name']} ({card['family']})
-
-Test accuracy (MNIST test set, {test['n']:,} images, measured on this ONNX file with onnxruntime):
-**{test['accuracy']:.4f}**
-
-- Format: {card['format']}
-- Input: {card['input']}
-- Output: {card['output']}
-- Normalization: (pixel / 255 - {card['normalization']['mean']}) / {card['normalization']['std']}
-- Temperature: {card['temperature']}
-- Parameters: {card['n_parameters']:,}
-- Training data: {card['training_data']}
-- Seed: {card['seed']}; training time: {card['train_time_s'] and round(card['train_time_s'])} s
-- Rebuild: `{card['command']}`
-- Exported: {card['exported']} ({card['environment']})
-
-## Per-class recall
-
-| digit | recall |
-|---|---|
-{rows}
-
-## Architecture
-
-```
-{card['architecture']}
-```
-
-## Training configuration
-
-{config}
-"""
+    train = run.get("command") or f"digitlab train {model.family} --seed {run['seed']} --out {model_dir}"
+    command = (train + f" && digitlab export {model_dir}" + (" --quantize int8" if quantize else "")
+               + (" --bundle" if bundle else f" --out {out}" if out else ""))
+    fmt = f"onnx opset {OPSET}" + (", int8 static quantization (QDQ, per-channel)" if quantize else "")
+    return model_card.build(
+        model.family, fmt, run["normalization"], {**run, "command": command},
+        architecture=str(model.net), n_parameters=model.n_parameters(), config=dict(run["config"]),
+        train_time_s=metrics.get("train_time_s"), pytorch_test_accuracy=metrics.get("test_accuracy"),
+        exported=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        environment=f"torch {torch.__version__}, Python {platform.python_version()}")

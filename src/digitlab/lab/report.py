@@ -21,22 +21,20 @@ from .evaluate import Interpretation, ModelResult, evaluate_directory, overfitti
 
 
 def _figure_png(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}">'
 
 
 def curves_png(history: list[dict]) -> str | None:
-    import matplotlib.pyplot as plt
-
     rows = [h for h in history if "epoch" in h and "train_loss" in h]
     if not rows:
         return None
     epochs = [h["epoch"] for h in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
+
+    fig = Figure(figsize=(10, 3.5))
+    axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             points = [(h["epoch"], h[f"{split}_{key}"]) for h in rows if f"{split}_{key}" in h]
@@ -51,10 +49,11 @@ def curves_png(history: list[dict]) -> str | None:
 
 
 def confusion_png(interp: Interpretation) -> str:
-    import matplotlib.pyplot as plt
-
     cm = np.array(interp.confusion_matrix)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
+
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax)
     for (t, p), v in np.ndenumerate(cm):
@@ -67,13 +66,14 @@ def confusion_png(interp: Interpretation) -> str:
 
 
 def top_losses_png(interp: Interpretation, images: np.ndarray, columns: int = 8) -> str | None:
-    import matplotlib.pyplot as plt
-
     if not interp.top_losses:
         return None
     n = len(interp.top_losses)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
+
+    fig = Figure(figsize=(1.6 * columns, 1.9 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     names = interp.classes
@@ -131,9 +131,6 @@ th{background:#f0f0f0}section{border-top:2px solid #888;margin-top:2em}img{max-w
 
 
 def render(results: list[ModelResult]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     sections = [comparison_table(results)] if len(results) > 1 else []
     sections += [model_section(r, f"model-{n}") for n, r in enumerate(results)]
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>digitlab report</title>"
@@ -142,6 +139,6 @@ def render(results: list[ModelResult]) -> str:
 
 
 def write_report(directories: list[str | os.PathLike], out: str | os.PathLike, dataset: str | None = None,
-                 data_dir: str | None = None, download: bool | None = None) -> Path:
-    results = [evaluate_directory(d, dataset, data_dir, download) for d in directories]
+                 data_dir: str | None = None) -> Path:
+    results = [evaluate_directory(d, dataset, data_dir) for d in directories]
     return atomic_write_text(out, render(results))

@@ -7,6 +7,7 @@ slice, not 128 calls into a per-sample DataLoader. Augmentation is done per batc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -24,6 +25,10 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 @dataclass
 class TrainConfig:
+    """How a network is trained: the recipe, recorded with the model. A family's Config adds its
+    architecture (widths, dropout, ...). Where it runs (device) and how many threads it uses are the
+    caller's business, not settings of the model: `Learner(device=...)`, `torch.set_num_threads`."""
+
     epochs: int = 5
     batch_size: int = 128
     lr: float = 3e-3  # the peak learning rate of the one-cycle schedule
@@ -33,12 +38,19 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
-    val_size: int = 5000
     seed: int = 0
-    threads: int = 0  # 0 = torch's default
     channels_last: bool = True
     bf16: bool = False  # bfloat16 autocast for the forward pass: ~2x faster convolutions on AVX-512 CPUs
-    device: str = "cpu"  # or "cuda": the data moves there once, batches are sliced there
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: str = "cpu"):
+    """torch's global random state seeded for a block and restored after it: what the block draws
+    (initial weights, dropout masks) depends on the seed alone, and the caller's state is untouched."""
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> torch.Tensor:
@@ -108,8 +120,9 @@ class Learner:
     Each epoch gathers the shuffled training set once and slices batches from it; the running loss
     and accuracy stay tensors (no per-batch sync) until a callback reads them."""
 
-    def __init__(self, net: nn.Module, config: TrainConfig, callbacks: list[Callback] | tuple = ()) -> None:
-        self.net, self.config, self.callbacks = net, config, list(callbacks)
+    def __init__(self, net: nn.Module, config: TrainConfig, callbacks: list[Callback] | tuple = (),
+                 device: str = "cpu") -> None:
+        self.net, self.config, self.callbacks, self.device = net, config, list(callbacks), device
         self.history: list[dict] = []
         self.start_epoch = 0
         self.optimizer = make_optimizer(net, config)
@@ -126,12 +139,15 @@ class Learner:
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None = None,
             y_val: torch.Tensor | None = None) -> list[dict]:
+        with seeded(self.config.seed, self.device):  # each epoch reseeds; the caller's state is restored
+            return self._fit(x, y, x_val, y_val)
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None,
+             y_val: torch.Tensor | None) -> list[dict]:
         cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.net = self.net.to(cfg.device).to(memory_format=layout)
-        x, y = x.to(cfg.device), y.to(cfg.device)
+        self.net = self.net.to(self.device).to(memory_format=layout)
+        x, y = x.to(self.device), y.to(self.device)
         self.n_batches = math.ceil(len(x) / cfg.batch_size)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.n_batches)
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" is intended here
@@ -144,7 +160,7 @@ class Learner:
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
             # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
             epoch_seed = cfg.seed * 1000 + self.epoch
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed)).to(cfg.device)
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed)).to(self.device)
             generator = torch.Generator().manual_seed(epoch_seed + 500)
             torch.manual_seed(epoch_seed + 700)
             self.net.train()
@@ -225,7 +241,7 @@ def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[flo
 
 
 def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, start_lr: float = 1e-6,
-            end_lr: float = 1.0, steps: int = 100) -> dict:
+            end_lr: float = 1.0, steps: int = 100, device: str = "cpu") -> dict:
     """Leslie Smith's range test: raise the LR exponentially each batch, record the smoothed loss.
 
     Suggests a third of the LR at the minimum loss as the peak of a one-cycle schedule (Smith 2018:
@@ -233,8 +249,13 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     The classic rules for a constant LR -- a tenth of that, or the steepest descent -- are reported
     too; on ResNet-34 they give 1e-3 and 2.3e-4, which leave one-cycle 0.1-0.4 point short in 5 epochs.
     """
-    torch.manual_seed(config.seed)
-    net = net.to(config.device)
+    with seeded(config.seed, device):
+        return _lr_find(net, x, y, config, start_lr, end_lr, steps, device)
+
+
+def _lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, start_lr: float,
+             end_lr: float, steps: int, device: str) -> dict:
+    net = net.to(device)
     optimizer = make_optimizer(net, replace(config, lr=start_lr))
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(config.seed)
@@ -245,10 +266,10 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, len(x), (config.batch_size,), generator=generator)
-        xb = x[idx].to(config.device).contiguous(memory_format=torch.channels_last)
+        xb = x[idx].to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = net(xb).float()
-        loss = F.cross_entropy(logits, y[idx].to(config.device))
+        loss = F.cross_entropy(logits, y[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -270,21 +291,18 @@ def lr_find(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
 def save_lr_plot(result: dict, path: str | Path) -> Path:
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
     from digitlab.files import atomic_write_bytes
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(result["lrs"], result["losses"])
     ax.axvline(result["suggestion"], color="red", linestyle="--", label=f"suggested {result['suggestion']:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="LR finder")
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -4,19 +4,11 @@ Torch-free by design (numpy, Pillow, onnxruntime only), so it installs and start
 a lint rule (see pyproject.toml) keeps torch, scikit-learn and `digitlab.lab` out of it.
 """
 
-from .infer import BUNDLED, OnnxModel, bundled, read_card
-from .preprocess import PreprocessConfig, preprocess
-from .recognize import (
-    Digit,
-    Reading,
-    apply_temperature,
-    classify,
-    expected_calibration_error,
-    fit_temperature,
-    get_model,
-    read,
-)
+from digitlab.reader.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll, softmax
+from digitlab.reader.infer import BUNDLED, OnnxModel, bundled
+from digitlab.reader.preprocess import PreprocessConfig, preprocess
+from digitlab.reader.recognize import Digit, Reading, as_dict, classify, get_model, read
 
-__all__ = ["BUNDLED", "Digit", "OnnxModel", "PreprocessConfig", "Reading", "apply_temperature", "bundled",
-           "classify", "expected_calibration_error", "fit_temperature", "get_model", "preprocess", "read",
-           "read_card"]
+__all__ = ["BUNDLED", "Digit", "OnnxModel", "PreprocessConfig", "Reading", "apply_temperature", "as_dict",
+           "bundled", "classify", "expected_calibration_error", "fit_temperature", "get_model", "nll",
+           "preprocess", "read", "softmax"]

@@ -1,23 +1,25 @@
 """Digit recognition with an exported ONNX model: onnxruntime, numpy and Pillow only, never torch.
 
-    from digitlab.infer import bundled
-    model = bundled()                       # the model shipped in digitlab/assets, loaded once
+    from digitlab.reader.infer import bundled
+    model = bundled()                       # the model shipped in reader/assets, loaded once
     probs = model.predict_proba(images)     # uint8 [N, 28, 28], ink bright -> float32 [N, 10]
 
-The model card (`model.card`, the JSON file beside the .onnx) holds the normalization the network
-was trained with, so callers pass raw 0-255 pixels.
+The model card (`model.card`, see `digitlab.card`) holds the normalization the network was trained
+with, so callers pass raw 0-255 pixels. Loading validates the card and the file's checksum first:
+a damaged, changed or foreign file is a ModelError naming it, never an onnxruntime exception.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from digitlab import card as model_card
 from digitlab.errors import ImageError, ModelError
+from digitlab.reader.calibration import softmax
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLED = ASSETS / "digit-model.onnx"
@@ -33,39 +35,36 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: ONNX model not found")
-        self.card = read_card(self.path)
+        data = self.path.read_bytes()  # validated and loaded from the same bytes
+        self.card = model_card.read_bytes(data, self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise ModelError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        model_card.check_session(self.session, self.card, self.path)
         self.input_name = self.session.get_inputs()[0].name
         norm = self.card["normalization"]
         # (x / 255 - mean) / std  ==  x * scale + shift, one fused multiply-add per pixel
         self.scale = np.float32(1.0 / (255.0 * norm["std"]))
         self.shift = np.float32(-norm["mean"] / norm["std"])
-        self.temperature = float(temperature if temperature is not None else self.card.get("temperature", 1.0))
-        self._one = np.empty((1, 1, 28, 28), np.float32)  # the single-image path reuses this buffer
+        self.temperature = float(temperature if temperature is not None else self.card["temperature"])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        """Thread-safe: every call builds its own input array (an onnxruntime session may be run from
+        many threads at once, and a buffer shared between calls would mix their images)."""
         x = check_images(images)
-        if len(x) == 1:
-            batch = self._one
-            np.multiply(x[0], self.scale, out=batch[0, 0], casting="unsafe")
-            batch += self.shift
-        else:
-            batch = (x.astype(np.float32) * self.scale + self.shift)[:, None]
+        batch = np.multiply(x[:, None], self.scale, dtype=np.float32)
+        batch += self.shift
         return self.session.run(None, {self.input_name: batch})[0]
 
     def predict_proba(self, images: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """uint8 [N, 28, 28] (or one [28, 28] image) -> class probabilities float32 [N, 10]."""
-        z = self.logits(images) / np.float32(temperature or self.temperature)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(self.logits(images), temperature or self.temperature)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images).argmax(axis=1)
@@ -89,20 +88,6 @@ def check_images(images: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         raise ImageError(f"expected uint8 pixels 0-255, got {x.dtype}")
     return x
-
-
-def read_card(onnx_path: Path) -> dict:
-    """The model card: the JSON file beside the model, else the copy embedded in the ONNX metadata."""
-    sidecar = onnx_path.with_suffix(".json")
-    try:
-        if sidecar.is_file():
-            return json.loads(sidecar.read_text(encoding="utf-8"))
-        import onnxruntime as ort
-
-        meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
-        return json.loads(meta.custom_metadata_map["digitlab_card"])
-    except (ValueError, KeyError) as e:
-        raise ModelError(f"{onnx_path}: no readable model card ({e})") from None
 
 
 @functools.cache

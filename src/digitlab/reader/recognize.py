@@ -19,10 +19,9 @@ import numpy as np
 from scipy import ndimage
 
 from digitlab.errors import NoDigitError
+from digitlab.reader.infer import OnnxModel, bundled
+from digitlab.reader.preprocess import PreprocessConfig, ink_map, normalize_digit, preprocess, stroke_width
 
-from .preprocess import PreprocessConfig, ink_map, normalize_digit, preprocess, stroke_width
-
-_BUNDLED = None
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
 # digit in two must buy more confidence than that; a digit much wider than tall is rare (MNIST:
 # 1% beyond 1.4), so each unit of width beyond 1.1 x the height costs WIDTH_COST.
@@ -34,62 +33,11 @@ MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
 def get_model(model=None):
     """None -> the bundled model (loaded once); a path -> that ONNX model; else the object itself."""
-    global _BUNDLED
-    from . import infer
-
     if model is None:
-        if _BUNDLED is None:
-            _BUNDLED = infer.bundled()
-        return _BUNDLED
+        return bundled()
     if isinstance(model, (str, os.PathLike)):
-        return infer.OnnxModel(model)
+        return OnnxModel(model)
     return model
-
-
-# ---------------------------------------------------------------------------- confidence
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the same as dividing the logits by T (log p differs from them by a constant)."""
-    if temperature == 1.0:
-        return np.asarray(probs, np.float32)
-    z = np.log(np.clip(np.asarray(probs, np.float64), 1e-30, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def calibrated_proba(model, images: np.ndarray) -> np.ndarray:
-    """The model's probabilities; an `infer.OnnxModel` divides its logits by its card's temperature."""
-    return model.predict_proba(images)
-
-
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-30, 1.0)).mean())
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The T minimizing the negative log-likelihood of held-out labels (Guo et al. 2017), found by
-    golden-section search on log T (the NLL is unimodal in T)."""
-    lo, hi = math.log(0.05), math.log(20.0)
-    g = (math.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        if nll(apply_temperature(probs, math.exp(a)), labels) < nll(apply_temperature(probs, math.exp(b)), labels):
-            hi = b
-        else:
-            lo = a
-    return round(math.exp((lo + hi) / 2), 4)
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE: |accuracy - confidence| per equal-width confidence bin, weighted by the bin's share."""
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
-    return float(ece)
 
 
 # ---------------------------------------------------------------------------- one digit
@@ -105,6 +53,13 @@ class Digit:
         return {"label": self.label, "confidence": round(self.confidence, 4), "box": list(self.box)}
 
 
+def as_dict(result: dict) -> dict:
+    """A `classify` result as JSON-ready values, rounded to 4 decimals (what the CLI and the API print)."""
+    probabilities = result["probabilities"]
+    return {"label": result["label"], "status": result["status"], "confidence": round(result["confidence"], 4),
+            "probabilities": None if probabilities is None else [round(p, 4) for p in probabilities]}
+
+
 def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> dict:
     """One digit: {"label", "status", "confidence", "probabilities", "image"}. label is None for a
     blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
@@ -114,7 +69,7 @@ def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessC
         x28 = preprocess(image, config)
     except NoDigitError:
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None}
-    p = calibrated_proba(model, x28[None])[0]
+    p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
     status = "not a digit" if not looks_like_a_digit(x28) else "ok" if confidence >= min_confidence else "unsure"
     return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
@@ -134,6 +89,9 @@ def looks_like_a_digit(x28: np.ndarray) -> bool:
 class Reading:
     text: str  # "" when blank; "?" stands for each digit below min_confidence
     digits: list[Digit]
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "digits": [d.as_dict() for d in self.digits]}
 
 
 def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
@@ -168,7 +126,7 @@ class _Scorer:
             top, x0 = self.origin
             try:
                 x28 = normalize_digit(piece, self.config)
-                p = calibrated_proba(self.model, x28[None])[0]
+                p = self.model.predict_proba(x28[None])[0]
                 box = (x0 + left, top + int(rows[0]), x0 + right, top + int(rows[-1]) + 1)
             except NoDigitError:
                 x28, p, box = None, None, None

@@ -1,12 +1,15 @@
 """The one small contract every digitlab model follows, classical or neural (scikit-learn style).
 
 A model takes images as uint8 arrays [N, 28, 28] (0-255, ink bright, as in MNIST) and labels as
-int64 [N]; it scales the pixels itself. A trained model is a directory:
+int64 [N]; it scales the pixels itself. As in scikit-learn, its settings are given to `__init__`
+(a `Config` dataclass, or keyword overrides of the defaults), `fit` returns the model itself, and
+what `fit` learns lives in attributes ending in "_" (e.g. knn-fast's chosen `k_`), never in the
+config. A trained model is a directory:
 
-    config.json    everything needed to rebuild it (family, hyper-parameters, seed)
+    config.json    the settings (family, config) and the run that made it (dataset, split, seed, command)
     weights.*      safetensors (PyTorch) or npz (the rest); never a pickle
     history.json   per-epoch train/validation loss and accuracy (empty for one-shot models)
-    metrics.json   test-set figures written by `evaluate`/`benchmark`
+    metrics.json   test-set figures written by `digitlab train` / `evaluate`
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class Classifier:
     # Whether `digitlab train` holds out a validation split for it (curves, early stopping). Nearest
     # neighbours memorise the training set: a hold-out only takes 5,000 images away from them.
     holdout: ClassVar[bool] = True
+    # Whether fit runs an epoch loop (train.Learner) that takes callbacks and can resume from a checkpoint.
+    trains_in_epochs: ClassVar[bool] = False
+    # The pixel normalization the model's network was trained with, when it has one (ONNX export records it).
+    normalization: ClassVar[dict | None] = None
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         config = config if config is not None else self.Config()
@@ -61,25 +68,36 @@ class Classifier:
     def n_parameters(self) -> int:
         return 0
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, run: dict | None = None) -> Path:
+        """Writes the model folder; `run` (dataset, split, seed, command...) goes into config.json beside
+        the settings, so that the one file says how the model was made."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.save_weights(directory)
         atomic_write_json(directory / "config.json",
-                          {"family": self.family, "config": dataclasses.asdict(self.config)})
+                          {"family": self.family, "config": dataclasses.asdict(self.config), **(run or {})})
         atomic_write_json(directory / "history.json", self.history)
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Classifier:
         directory = Path(directory)
-        config = read_model_config(directory)
-        fields = {f.name for f in dataclasses.fields(cls.Config)}
-        model = cls(cls.Config(**{k: v for k, v in config["config"].items() if k in fields}))
+        model = cls(config_from(cls.Config, read_model_config(directory)["config"]))
         model.load_weights(directory)
         if (directory / "history.json").exists():
             model.history = read_json(directory / "history.json")
         return model
+
+
+def setting_names(config_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
+def config_from(config_class: type, settings: dict) -> Any:
+    """A Config from saved settings. Fields it no longer has (older digitlab's `val_size`, `threads`,
+    `device`) are dropped, so a model saved then still loads."""
+    fields = setting_names(config_class)
+    return config_class(**{k: v for k, v in settings.items() if k in fields})
 
 
 def read_model_config(directory: Path) -> dict:

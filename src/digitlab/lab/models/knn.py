@@ -7,7 +7,8 @@ make it both faster and more accurate than the plain pixel distance.
 
 Distances use the BLAS identity ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, a block of queries at a
 time, and `smallest` to find the k smallest without sorting (or even partitioning) 60,000 columns.
-Weights are an npz file (the stored training set, plus the PCA basis for `knn-fast`); no pickle.
+Weights are an npz file (the stored training set, plus the PCA basis and the chosen k for
+`knn-fast`); no pickle.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from digitlab.data import holdout
+from digitlab.reader.preprocess import deskew
 
 from .base import Classifier, load_npz, save_npz
 
@@ -67,39 +71,9 @@ def votes(neighbour_labels: np.ndarray, weights: np.ndarray, n_classes: int = 10
     return (proba / proba.sum(1, keepdims=True)).astype(np.float32)
 
 
-def deskew(images: np.ndarray, chunk: int = 2000) -> np.ndarray:
-    """Shears each image so its pixel covariance has no row-column term, centred on its centre of mass.
-
-    The classic MNIST deskewing (as in LeCun's table), with bilinear sampling, vectorised over images.
-    """
-    from scipy import ndimage
-
-    out = np.empty(images.shape, np.float32)
-    size = images.shape[1]
-    half = size / 2
-    r = np.arange(size, dtype=np.float32)
-    rows, cols = np.meshgrid(r, r, indexing="ij")
-    for start in range(0, len(images), chunk):
-        img = images[start:start + chunk].astype(np.float32)
-        mass = img.sum((1, 2)) + 1e-6
-        cy, cx = img.sum(2) @ r / mass, img.sum(1) @ r / mass
-        dy, dx = r[None, :] - cy[:, None], r[None, :] - cx[:, None]
-        var_y = (img.sum(2) * dy**2).sum(1) / mass
-        cov = (np.einsum("nij,ni->nj", img, dy) * dx).sum(1) / mass
-        alpha = (cov / (var_y + 1e-6))[:, None, None]
-        # Output pixel (row, col) samples the input at the centre of mass plus the sheared offset.
-        coords = np.empty((3, len(img), size, size), np.float32)
-        coords[0] = np.arange(len(img), dtype=np.float32)[:, None, None]
-        coords[1] = rows - half + cy[:, None, None]
-        coords[2] = cols - half + cx[:, None, None] + alpha * (rows - half)
-        out[start:start + chunk] = ndimage.map_coordinates(img, coords, order=1, mode="grid-constant")
-    return out
-
-
 @dataclass
 class KNNConfig:
     k: int = 5
-    seed: int = 0
 
 
 class KNN(Classifier):
@@ -110,27 +84,27 @@ class KNN(Classifier):
     holdout = False
 
     def fit(self, x, y, x_val=None, y_val=None) -> KNN:
-        self.images = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), -1)
-        self.labels = np.asarray(y, dtype=np.int64)
-        self.points = self.images.astype(np.float32) / 255.0
+        self.images_ = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), -1)
+        self.labels_ = np.asarray(y, dtype=np.int64)
+        self.points_ = self.images_.astype(np.float32) / 255.0
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         queries = np.asarray(x).reshape(len(x), -1)
         neighbours = np.concatenate([self._neighbours(queries[s:s + 1000]) for s in range(0, len(queries), 1000)])
-        return votes(self.labels[neighbours], np.ones(neighbours.shape))
+        return votes(self.labels_[neighbours], np.ones(neighbours.shape))
 
     def _neighbours(self, queries: np.ndarray) -> np.ndarray:
         # float32 BLAS finds a short list of candidates; exact integer distances then rank them, so
         # rounding never changes which neighbours win (ties go to the lower training index).
-        _, cand = nearest(queries.astype(np.float32) / 255.0, self.points, self.config.k + 8)
-        diff = self.images[cand].astype(np.int32) - queries[:, None, :].astype(np.int32)
+        _, cand = nearest(queries.astype(np.float32) / 255.0, self.points_, self.config.k + 8)
+        diff = self.images_[cand].astype(np.int32) - queries[:, None, :].astype(np.int32)
         exact = np.einsum("nkp,nkp->nk", diff, diff)
         order = np.lexsort((cand, exact), axis=1)[:, :self.config.k]
         return np.take_along_axis(cand, order, 1)
 
     def save_weights(self, directory: Path) -> None:
-        save_npz(directory / "weights.npz", images=self.images, labels=self.labels)
+        save_npz(directory / "weights.npz", images=self.images_, labels=self.labels_)
 
     def load_weights(self, directory: Path) -> None:
         w = load_npz(directory, ("images", "labels"))
@@ -140,10 +114,8 @@ class KNN(Classifier):
 @dataclass
 class KNNFastConfig:
     dims: int = 60  # principal components kept
-    k_max: int = 10  # k is chosen in 1..k_max on the validation split
-    k: int = 3  # the chosen k (set by fit)
-    val_size: int = 5000  # held out of the training set to pick k when fit gets no validation set
-    seed: int = 0
+    k_max: int = 10  # k is chosen in 1..k_max on the validation split (fit sets `k_`)
+    seed: int = 0  # of the validation split held out when fit gets none (data.holdout)
 
 
 class KNNFast(Classifier):
@@ -153,42 +125,41 @@ class KNNFast(Classifier):
 
     def features(self, x: np.ndarray) -> np.ndarray:
         flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0
-        return ((flat - self.mean) @ self.basis).astype(np.float32)
+        return ((flat - self.mean_) @ self.basis_).astype(np.float32)
 
     def fit(self, x, y, x_val=None, y_val=None) -> KNNFast:
         if x_val is None or len(x_val) == 0:
-            from digitlab.data import train_val_split
-
-            (x, y), (x_val, y_val) = train_val_split(x, y, self.config.val_size, self.config.seed)
+            (x, y), (x_val, y_val) = holdout(x, y, self.config.seed)
         flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0
-        self.mean = flat.mean(0).astype(np.float32)
-        _, vectors = np.linalg.eigh(np.cov(flat - self.mean, rowvar=False))
-        self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :self.config.dims], dtype=np.float32)
-        self.points = ((flat - self.mean) @ self.basis).astype(np.float32)
-        self.labels = np.asarray(y, dtype=np.int64)
+        self.mean_ = flat.mean(0).astype(np.float32)
+        _, vectors = np.linalg.eigh(np.cov(flat - self.mean_, rowvar=False))
+        self.basis_ = np.ascontiguousarray(vectors[:, ::-1][:, :self.config.dims], dtype=np.float32)
+        self.points_ = ((flat - self.mean_) @ self.basis_).astype(np.float32)
+        self.labels_ = np.asarray(y, dtype=np.int64)
         # Pick k on the validation split, then keep the validation images as training data too.
-        dists, idx = nearest(self.features(x_val), self.points, self.config.k_max)
+        dists, idx = nearest(self.features(x_val), self.points_, self.config.k_max)
         accuracy = [float((self._vote(dists[:, :k], idx[:, :k]).argmax(1) == y_val).mean())
                     for k in range(1, self.config.k_max + 1)]
-        self.config.k = int(np.argmax(accuracy)) + 1
-        self.points = np.concatenate([self.points, self.features(x_val)])
-        self.labels = np.concatenate([self.labels, np.asarray(y_val, dtype=np.int64)])
+        self.k_ = int(np.argmax(accuracy)) + 1
+        self.points_ = np.concatenate([self.points_, self.features(x_val)])
+        self.labels_ = np.concatenate([self.labels_, np.asarray(y_val, dtype=np.int64)])
         return self
 
     def _vote(self, dists: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return votes(self.labels[idx], 1.0 / (np.sqrt(dists) + 1e-6))
+        return votes(self.labels_[idx], 1.0 / (np.sqrt(dists) + 1e-6))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        dists, idx = nearest(self.features(x), self.points, self.config.k)
+        dists, idx = nearest(self.features(x), self.points_, self.k_)
         return self._vote(dists, idx)
 
     def n_parameters(self) -> int:
-        return self.basis.size + self.mean.size
+        return self.basis_.size + self.mean_.size
 
     def save_weights(self, directory: Path) -> None:
-        save_npz(directory / "weights.npz", mean=self.mean, basis=self.basis, points=self.points,
-                  labels=self.labels)
+        save_npz(directory / "weights.npz", mean=self.mean_, basis=self.basis_, points=self.points_,
+                  labels=self.labels_, k=np.array(self.k_))
 
     def load_weights(self, directory: Path) -> None:
-        w = load_npz(directory, ("mean", "basis", "points", "labels"))
-        self.mean, self.basis, self.points, self.labels = w["mean"], w["basis"], w["points"], w["labels"]
+        w = load_npz(directory, ("mean", "basis", "points", "labels", "k"))
+        self.mean_, self.basis_, self.points_, self.labels_ = w["mean"], w["basis"], w["points"], w["labels"]
+        self.k_ = int(w["k"])

@@ -13,7 +13,18 @@ from torch import nn
 
 from digitlab.errors import ModelError
 from digitlab.files import atomic_write_bytes
-from digitlab.lab.train import Callback, Learner, TrainConfig, load_checkpoint, lr_find, predict_logits, to_tensor
+from digitlab.lab.train import (
+    MNIST_MEAN,
+    MNIST_STD,
+    Callback,
+    Learner,
+    TrainConfig,
+    load_checkpoint,
+    lr_find,
+    predict_logits,
+    seeded,
+    to_tensor,
+)
 
 from .base import Classifier
 
@@ -31,45 +42,49 @@ class NeuralConfig(TrainConfig):
 
 class NeuralClassifier(Classifier):
     Config = NeuralConfig
+    trains_in_epochs = True
+    normalization = {"mean": MNIST_MEAN, "std": MNIST_STD}  # what `to_tensor` feeds the network
 
-    def __init__(self, config=None, **overrides) -> None:
+    def __init__(self, config=None, device: str = "cpu", **overrides) -> None:
+        """`device` ("cpu", "cuda") is where it trains: a run-time choice, not a saved setting."""
         super().__init__(config, **overrides)
-        torch.manual_seed(self.config.seed)
-        self.net = self.build()
-        self.callbacks: list[Callback] = []
+        self.device = device
+        with seeded(self.config.seed):
+            self.net = self.build()
         self.learner: Learner | None = None
         self.lr_finder: dict | None = None  # the finder's sweep, when lr = 0 asked for one
 
     def build(self) -> nn.Module:
         raise NotImplementedError
 
-    def fit(self, x, y, x_val=None, y_val=None) -> NeuralClassifier:
-        torch.manual_seed(self.config.seed)
+    def fit(self, x, y, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()) -> NeuralClassifier:
+        """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit."""
         xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
         if self.config.lr <= 0:
             self.find_lr(xt, yt)
         if self.learner is None:
-            self.learner = Learner(self.net, self.config, self.callbacks)
+            self.learner = Learner(self.net, self.config, device=self.device)
+            self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
         xv = to_tensor(x_val) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
-        self.learner.history = self.history
+        self.learner.callbacks = list(callbacks)
         self.learner.fit(xt, yt, xv, yv)
-        self.net = self.learner.net
+        self.net, self.history = self.learner.net, list(self.learner.history)
         return self
 
     def find_lr(self, xt: torch.Tensor, yt: torch.Tensor) -> float:
         """Runs the LR finder on a copy of the network and makes its suggestion this model's peak LR."""
         if self.learner is not None:
             raise ModelError("the LR finder must run before training starts")
-        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config)
+        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config, device=self.device)
         self.config = dataclasses.replace(self.config, lr=self.lr_finder["suggestion"], lr_found=True)
         return self.config.lr
 
     def resume(self, directory: str | Path) -> dict:
         """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch."""
-        self.learner = Learner(self.net, self.config, self.callbacks)
+        self.learner = Learner(self.net, self.config, device=self.device)
         meta = load_checkpoint(self.learner, directory)
-        self.history = self.learner.history
+        self.history = list(self.learner.history)
         return meta
 
     @property

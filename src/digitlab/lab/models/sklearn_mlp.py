@@ -6,8 +6,8 @@ on the raw 0-255 pixels, as the study did (the study reports 89.06% test; scikit
 trained one epoch at a time (`partial_fit`) so that it records validation curves and keeps the
 weights of the epoch with the best validation accuracy (early stopping).
 
-Weights are the fitted `coefs_`/`intercepts_` in an npz file; prediction is a numpy forward pass,
-so a saved model loads and predicts without scikit-learn.
+Weights are the fitted `coefs_`/`intercepts_` (as scikit-learn names them) in an npz file;
+prediction is a numpy forward pass, so a saved model loads and predicts without scikit-learn.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.data import holdout
 from digitlab.errors import ModelError
+from digitlab.reader.calibration import nll
+from digitlab.reader.preprocess import deskew
 
 from .base import Classifier, load_npz, save_npz
-from .knn import deskew
 
 
 @dataclass
@@ -45,10 +47,6 @@ class TunedMLPConfig(MLPConfig):
     batch_size: int = 200
 
 
-def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None)).mean())
-
-
 class SklearnMLP(Classifier):
     family = "mlp-sklearn"
     Config = MLPConfig
@@ -56,8 +54,8 @@ class SklearnMLP(Classifier):
     def __init__(self, config=None, **overrides) -> None:
         super().__init__(config, **overrides)
         self.config.hidden = tuple(self.config.hidden)  # JSON gives a list back
-        self.coefs: list[np.ndarray] = []
-        self.intercepts: list[np.ndarray] = []
+        self.coefs_: list[np.ndarray] = []
+        self.intercepts_: list[np.ndarray] = []
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         x = deskew(np.asarray(x)) if self.config.deskew else np.asarray(x)
@@ -72,40 +70,40 @@ class SklearnMLP(Classifier):
 
     def fit(self, x, y, x_val=None, y_val=None) -> SklearnMLP:
         est = self.estimator().fit(self.inputs(x), y)
-        self.coefs, self.intercepts = est.coefs_, est.intercepts_
+        self.coefs_, self.intercepts_ = est.coefs_, est.intercepts_
         # scikit-learn's per-epoch loss: cross-entropy plus the L2 penalty, averaged over the batches.
         self.history = [{"epoch": i + 1, "train_loss": float(loss)} for i, loss in enumerate(est.loss_curve_)]
         if x_val is not None and len(x_val):
             proba = self.predict_proba(x_val)
-            self.history[-1].update(val_loss=log_loss(proba, y_val), val_acc=float((proba.argmax(1) == y_val).mean()))
+            self.history[-1].update(val_loss=nll(proba, y_val), val_acc=float((proba.argmax(1) == y_val).mean()))
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        if not self.coefs:
+        if not self.coefs_:
             raise ModelError(f"{self.family}: model is not trained")
         return self.forward(self.inputs(x))
 
     def forward(self, h: np.ndarray) -> np.ndarray:
         """Class probabilities from prepared inputs (`inputs(x)`)."""
-        for w, b in zip(self.coefs[:-1], self.intercepts[:-1], strict=True):
+        for w, b in zip(self.coefs_[:-1], self.intercepts_[:-1], strict=True):
             h = np.maximum(h @ w + b, 0)
-        logits = h @ self.coefs[-1] + self.intercepts[-1]
+        logits = h @ self.coefs_[-1] + self.intercepts_[-1]
         e = np.exp(logits - logits.max(1, keepdims=True))
         return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
     def n_parameters(self) -> int:
-        return sum(w.size for w in self.coefs) + sum(b.size for b in self.intercepts)
+        return sum(w.size for w in self.coefs_) + sum(b.size for b in self.intercepts_)
 
     def save_weights(self, directory: Path) -> None:
-        arrays = {f"coef_{i}": w for i, w in enumerate(self.coefs)}
-        arrays.update({f"intercept_{i}": b for i, b in enumerate(self.intercepts)})
+        arrays = {f"coef_{i}": w for i, w in enumerate(self.coefs_)}
+        arrays.update({f"intercept_{i}": b for i, b in enumerate(self.intercepts_)})
         save_npz(directory / "weights.npz", **arrays)
 
     def load_weights(self, directory: Path) -> None:
         n = len(self.config.hidden) + 1
         w = load_npz(directory, tuple(f"coef_{i}" for i in range(n)) + tuple(f"intercept_{i}" for i in range(n)))
-        self.coefs = [w[f"coef_{i}"] for i in range(n)]
-        self.intercepts = [w[f"intercept_{i}"] for i in range(n)]
+        self.coefs_ = [w[f"coef_{i}"] for i in range(n)]
+        self.intercepts_ = [w[f"intercept_{i}"] for i in range(n)]
 
 
 class TunedSklearnMLP(SklearnMLP):
@@ -114,26 +112,24 @@ class TunedSklearnMLP(SklearnMLP):
 
     def fit(self, x, y, x_val=None, y_val=None) -> TunedSklearnMLP:
         if x_val is None or len(x_val) == 0:
-            from digitlab.data import train_val_split
-
-            (x, y), (x_val, y_val) = train_val_split(x, y, 5000, self.config.seed)
+            (x, y), (x_val, y_val) = holdout(x, y, self.config.seed)
         c = self.config
         est = self.estimator(learning_rate_init=c.lr, batch_size=c.batch_size)
         inputs, val_inputs = self.inputs(x), self.inputs(x_val)
         best, waited = -1.0, 0
         for epoch in range(1, c.max_iter + 1):
             est.partial_fit(inputs, y, classes=np.arange(10))
-            self.coefs, self.intercepts = est.coefs_, est.intercepts_
+            self.coefs_, self.intercepts_ = est.coefs_, est.intercepts_
             train, val = self.forward(inputs), self.forward(val_inputs)
             val_acc = float((val.argmax(1) == y_val).mean())
-            self.history.append({"epoch": epoch, "train_loss": log_loss(train, y),
+            self.history.append({"epoch": epoch, "train_loss": nll(train, y),
                                  "train_acc": float((train.argmax(1) == y).mean()),
-                                 "val_loss": log_loss(val, y_val), "val_acc": val_acc})
+                                 "val_loss": nll(val, y_val), "val_acc": val_acc})
             if val_acc > best:
                 best, waited, kept = val_acc, 0, ([w.copy() for w in est.coefs_], [b.copy() for b in est.intercepts_])
             else:
                 waited += 1
                 if waited >= c.patience:
                     break
-        self.coefs, self.intercepts = kept
+        self.coefs_, self.intercepts_ = kept
         return self

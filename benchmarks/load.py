@@ -1,0 +1,245 @@
+"""Load test of `digitlab serve` with wrk, beside the old standard-library server, on loopback only.
+
+    python benchmarks/load.py                       # both servers, 1 and 32 connections, 20 s each
+    python benchmarks/load.py --memory-requests 100000 --memory-time 600
+
+Each server runs in its own process; wrk (Debian package `wrk`) drives it from another, so the Python
+client does not measure itself. The request is a 280x280 canvas PNG of a real MNIST test digit (the
+pad's size), POSTed as raw image/png (both servers take it) and, for the new one, as a multipart upload
+too. Every run is bounded by its duration; the memory phase stops at --memory-requests or --memory-time,
+whichever comes first, and says how many requests it drove.
+
+Prints requests/s, p50/p99 latency, errors (socket errors + non-2xx) and the server's resident memory
+(all its processes) before and after, then one JSON line with everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE_COMMIT = "cd8225f"  # the last commit with the stdlib ThreadingHTTPServer service
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "%(content_type)s"
+local f = io.open("%(body)s", "rb")
+wrk.body = f:read("*all")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %%d, "seconds": %%.3f, "p50_ms": %%.3f, "p99_ms": %%.3f, ' ..
+    '"mean_ms": %%.3f, "socket_errors": %%d, "non_2xx": %%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    latency.mean / 1e3, e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def canvas_png() -> tuple[bytes, int]:
+    """The first MNIST test digit as the pad sends it: 280x280, black ink on white."""
+    sys.path.insert(0, str(REPO / "src"))
+    from digitlab.data import load
+
+    x, y = load("mnist", "test")
+    big = 255 - np.asarray(Image.fromarray(x[0]).resize((280, 280), Image.BICUBIC))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="PNG")
+    return buf.getvalue(), int(y[0])
+
+
+def multipart(data: bytes, boundary: str = "digitlabbenchmarkboundary") -> tuple[bytes, str]:
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"digit.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (uvicorn's workers)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return total
+
+
+class Served:
+    def __init__(self, argv: list[str], url: str, env: dict) -> None:
+        self.url = url
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+
+    def wait(self, path: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.url} not up")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def new_server(workers: int, tmp: Path) -> Served:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    argv = [sys.executable, "-m", "digitlab.cli", "serve", "--port", str(port), "--workers", str(workers),
+            "--feedback-db", str(tmp / "feedback.sqlite3"), "--log-level", "error"]
+    served = Served(argv, f"http://127.0.0.1:{port}", env)
+    served.wait("/readyz")
+    if workers > 1:
+        time.sleep(2.0)  # /readyz answered by one worker: give the others time to load their model
+    return served
+
+
+def old_server(tmp: Path) -> Served:
+    """The stdlib server as it was at BASELINE_COMMIT, run against today's reader."""
+    code = subprocess.run(["git", "-C", str(REPO), "show", f"{BASELINE_COMMIT}:src/digitlab/serve/__init__.py"],
+                          capture_output=True, text=True, check=True).stdout
+    (tmp / "old_serve.py").write_text(code)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO / 'src'}"}
+    script = f"import old_serve; s = old_serve.make_server('127.0.0.1', {port}, quiet=True); s.serve_forever()"
+    served = Served([sys.executable, "-c", script], f"http://127.0.0.1:{port}", env)
+    served.wait("/api/health")
+    return served
+
+
+def wrk(url: str, body: Path, content_type: str, connections: int, seconds: float, tmp: Path) -> dict:
+    script = tmp / f"post-{abs(hash((str(body), content_type)))}.lua"
+    script.write_text(LUA % {"content_type": content_type, "body": body})
+    argv = [WRK, "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    result = json.loads(line.removeprefix("WRKJSON "))
+    result["rps"] = result["requests"] / result["seconds"]
+    result["errors"] = result["socket_errors"] + result["non_2xx"]
+    return result
+
+
+def check_answer(url: str, body: bytes, content_type: str, label: int) -> None:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        answer = json.loads(r.read())
+    if answer.get("label") != label:
+        raise RuntimeError(f"{url} answered {answer}, expected label {label}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20, help="per wrk run")
+    parser.add_argument("--connections", default="1,32", help="comma-separated")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="uvicorn workers of the new server")
+    parser.add_argument("--memory-requests", type=int, default=0, help="requests of the memory phase (0: skip it)")
+    parser.add_argument("--memory-time", type=float, default=300, help="time cap of the memory phase, seconds")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    if not Path(WRK).exists():
+        sys.exit("load.py: wrk not found (Debian package 'wrk')")
+    connections = [int(c) for c in args.connections.split(",")]
+    data, label = canvas_png()
+    rows, report = [], {"cpu": cpu_name(), "cores": os.cpu_count(), "image_bytes": len(data), "runs": []}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "digit.png").write_bytes(data)
+        form, form_type = multipart(data)
+        (tmp / "form.bin").write_bytes(form)
+        servers = [("fastapi", lambda: new_server(args.workers, tmp))]
+        if not args.no_baseline:
+            servers.insert(0, ("stdlib (old)", lambda: old_server(tmp)))
+        for name, start in servers:
+            served = start()
+            try:
+                cases = [("raw", "/api/predict" if name.startswith("stdlib") else "/v1/predict", "digit.png",
+                          "image/png")]
+                if name == "fastapi":
+                    cases.append(("multipart", "/v1/predict", "form.bin", form_type))
+                for kind, path, body, ctype in cases:
+                    check_answer(served.url + path, (tmp / body).read_bytes(), ctype, label)
+                    wrk(served.url + path, tmp / body, ctype, 4, 2, tmp)  # warm-up, not counted
+                    for c in connections:
+                        before = rss_bytes(served.proc.pid)
+                        r = wrk(served.url + path, tmp / body, ctype, c, args.seconds, tmp)
+                        after = rss_bytes(served.proc.pid)
+                        run = {"server": name, "body": kind, "connections": c, **r,
+                               "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20}
+                        report["runs"].append(run)
+                        rows.append(run)
+                        print(f"{name:<13} {kind:<9} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                              f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']:<5} "
+                              f"rss {before / 2**20:6.1f} -> {after / 2**20:6.1f} MB", flush=True)
+                if name == "fastapi" and args.memory_requests:
+                    report["memory"] = memory_phase(served, tmp, form_type, args)
+            finally:
+                served.stop()
+    print(json.dumps(report))
+
+
+def memory_phase(served: Served, tmp: Path, form_type: str, args) -> dict:
+    """Drives multipart uploads until --memory-requests are done (or --memory-time passes)."""
+    before = rss_bytes(served.proc.pid)
+    done, errors, start = 0, 0, time.monotonic()
+    while done < args.memory_requests and time.monotonic() - start < args.memory_time:
+        left = args.memory_time - (time.monotonic() - start)
+        r = wrk(served.url + "/v1/predict", tmp / "form.bin", form_type, 32, max(1.0, min(30.0, left)), tmp)
+        done, errors = done + r["requests"], errors + r["errors"]
+    after = rss_bytes(served.proc.pid)
+    growth = (after - before) / before
+    print(f"memory: {done:,} requests in {time.monotonic() - start:.0f} s, errors {errors}, rss "
+          f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)", flush=True)
+    return {"requests": done, "errors": errors, "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
+            "growth": growth}
+
+
+def cpu_name() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Request and response bodies as pydantic models: they validate JSON input and document the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Box = Annotated[list[int], Field(min_length=4, max_length=4,
+                                 description="left, top, right, bottom in the uploaded image's pixels")]
+Pixel = Annotated[int, Field(ge=0, le=255)]
+Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
+
+
+class ImageJSON(BaseModel):
+    """One image as JSON: `image` (base64 or a data: URL of an image file) or `pixels` (28 rows of 28
+    values 0-255, ink bright on dark as in MNIST)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = Field(None, description="base64 of an image file, or a data: URL")
+    pixels: Annotated[list[Row], Field(min_length=28, max_length=28)] | None = None
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ImageJSON:
+        if (self.image is None) == (self.pixels is None):
+            raise ValueError('give exactly one of "image" or "pixels"')
+        return self
+
+
+class FeedbackJSON(ImageJSON):
+    label: int = Field(ge=0, le=9, description="the right digit")
+    predicted: int | None = Field(None, ge=0, le=9, description="what the model answered, if known")
+    user: str | None = Field(None, max_length=200, description="who corrected it (a user or app id)")
+
+
+class Prediction(BaseModel):
+    label: int | None = Field(description="the digit; null when the reader abstains (see status)")
+    confidence: float = Field(description="calibrated: 0.9 means right about 9 times in 10")
+    probabilities: list[float] | None = Field(description="per digit 0-9; null when no digit was found")
+    box: Box | None = Field(description="the digit's ink in the uploaded image's pixels, if the reader gives it")
+    status: Literal["ok", "no digit", "not a digit", "unsure"] | str
+    model: str = Field(description="name@sha256-prefix of the model that answered")
+    image: str | None = Field(None, description="the 28x28 the model saw, a PNG data URL (with ?include_image=true)")
+
+
+class BatchPrediction(BaseModel):
+    results: list[Prediction]
+    model: str
+
+
+class ReadDigit(BaseModel):
+    label: int | None
+    confidence: float
+    box: Box
+
+
+class Reading(BaseModel):
+    text: str = Field(description='the digits left to right; "?" for each one below min_confidence')
+    digits: list[ReadDigit]
+    model: str
+
+
+class FeedbackStored(BaseModel):
+    id: int
+    label: int
+    stored: bool = True
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    path: str
+    sha256: str
+    loaded_at: float
+    card: dict
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="a short code: not_an_image, too_large, unsupported_media_type, ...")
+    detail: str = Field(description="what is wrong, in a sentence")

@@ -1,0 +1,145 @@
+"""The drawing pad in a real headless Chromium (Debian's /usr/bin/chromium; never a browser download),
+against `digitlab serve` started on a free loopback port."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from serve_util import REPO, Server, canvas, png
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.slow
+
+
+def seven(x0: float) -> list[list[tuple[float, float]]]:
+    return [[(x0, 60), (x0 + 120, 60), (x0 + 45, 235)]]
+
+
+def three(x0: float) -> list[list[tuple[float, float]]]:
+    """Two arcs open to the left, drawn in one stroke as people do."""
+    upper = [(x0 + 45 * math.cos(a), 100 + 42 * math.sin(a)) for a in [math.radians(d) for d in range(-160, 91, 15)]]
+    lower = [(x0 + 52 * math.cos(a), 190 + 45 * math.sin(a)) for a in [math.radians(d) for d in range(-90, 161, 15)]]
+    return [upper + lower]
+
+
+def draw(page, strokes) -> None:
+    box = page.locator('[data-testid="pad"]').bounding_box()
+    sx, sy = box["width"] / 560, box["height"] / 280  # strokes are in the canvas's own 560x280 pixels
+    for stroke in strokes:
+        page.mouse.move(box["x"] + stroke[0][0] * sx, box["y"] + stroke[0][1] * sy)
+        page.mouse.down()
+        for px, py in stroke[1:]:
+            page.mouse.move(box["x"] + px * sx, box["y"] + py * sy, steps=6)
+        page.mouse.up()
+
+
+def answer_is(page, text: str, timeout: int = 20000) -> None:
+    page.wait_for_function("t => document.querySelector('[data-testid=\"prediction\"]').textContent === t",
+                           arg=text, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: ./setup.sh installs the Debian package 'chromium'")
+        pytest.skip("Chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("browser")
+    with Server("--feedback-db", str(tmp / "fb.sqlite3")) as server, sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        try:
+            page = context.new_page()
+            page.goto(server.url + "/")
+            yield page, server, tmp
+        finally:
+            context.close()
+
+
+def test_draw_seven_and_three_answered_live_then_clear(browser_page):
+    page, _, _ = browser_page
+    draw(page, seven(200))
+    answer_is(page, "7")  # no button pressed: the answer follows the drawing
+    assert page.locator("#bars .bar").count() == 10
+    assert "confidence" in page.text_content("#confidence")
+    assert page.locator("#seen-box").is_visible()
+    page.click('[data-testid="clear"]')
+    answer_is(page, "")
+    draw(page, three(265))
+    answer_is(page, "3")
+    page.keyboard.press("Escape")  # the keyboard clears too
+    answer_is(page, "")
+
+
+def test_undo(browser_page):
+    page, _, _ = browser_page
+    draw(page, seven(200))
+    answer_is(page, "7")
+    draw(page, [[(420, 40), (420, 240)]])  # a stray stroke far to the right
+    page.wait_for_timeout(600)
+    page.click('[data-testid="undo"]')
+    answer_is(page, "7")
+    page.click('[data-testid="clear"]')
+
+
+def test_upload_a_photo(browser_page, mnist):
+    page, _, tmp = browser_page
+    _, (x, y) = mnist
+    photo = tmp / "digit.png"
+    photo.write_bytes(png(canvas(x[3], 400)))
+    page.set_input_files('[data-testid="upload"]', str(photo))
+    answer_is(page, str(y[3]))
+    page.click('[data-testid="clear"]')
+    answer_is(page, "")
+
+
+def test_read_a_two_digit_number_with_boxes_and_correct_it(browser_page):
+    page, server, tmp = browser_page
+    page.check('[data-testid="mode"]')
+    draw(page, seven(90) + three(400))
+    answer_is(page, "73")
+    page.wait_for_function("document.getElementById('overlay').dataset.boxes === '2'", timeout=10000)
+    (REPO / "artifacts").mkdir(exist_ok=True)
+    page.screenshot(path=str(REPO / "artifacts" / "pad-read-73.png"))
+    page.screenshot(path=str(tmp / "pad-read-73.png"))
+    # "wrong? it is a ..." -> one correction per digit box
+    page.fill('[data-testid="correction-input"]', "71")
+    page.click('[data-testid="correction-send"]')
+    page.wait_for_function("document.querySelector('[data-testid=\"correction-status\"]').textContent === "
+                           "'thanks, saved'", timeout=10000)
+    page.uncheck('[data-testid="mode"]')
+    page.click('[data-testid="clear"]')
+    draw(page, seven(200))
+    answer_is(page, "7")
+    page.fill('[data-testid="correction-input"]', "1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('[data-testid=\"correction-status\"]').textContent === "
+                           "'thanks, saved'", timeout=10000)
+    rows = sqlite3.connect(tmp / "fb.sqlite3").execute(
+        "SELECT label, predicted, user FROM feedback ORDER BY id").fetchall()
+    assert rows == [(7, 7, "pad"), (1, 3, "pad"), (1, 7, "pad")]
+
+
+def test_fits_a_phone_screen_and_drawing_does_not_scroll(browser_page):
+    page, _, _ = browser_page
+    page.set_viewport_size({"width": 375, "height": 740})
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        assert page.locator('[data-testid="pad"]').bounding_box()["width"] <= 360
+        assert page.evaluate("getComputedStyle(document.getElementById('pad')).touchAction") == "none"
+        page.evaluate("window.scrollTo(0, 0)")
+        draw(page, seven(200))
+        answer_is(page, "7")
+        assert page.evaluate("window.scrollY") == 0
+    finally:
+        page.click('[data-testid="clear"]')
+        page.set_viewport_size({"width": 1280, "height": 720})
