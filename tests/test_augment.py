@@ -54,3 +54,19 @@ def cv2_distance(mask):
     import cv2
 
     return cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+
+
+@pytest.mark.slow
+def test_training_on_realistic_views_and_calibrating_on_the_hold_out(tmp_path):
+    """A run with realistic views trains (one view per image per epoch), and its export fits the
+    temperature on the run's held-out validation split, never on the test split."""
+    from digitlab.card import read
+    from digitlab.lab.experiment import train_run
+    from digitlab.lab.export import export
+
+    model, metrics = train_run("fast", tmp_path / "run", limit=1000, epochs=1, realistic_views=1, progress=False)
+    assert model.config.realistic_views == 1 and metrics["val_images"] == 100
+    card = read(export(tmp_path / "run", out=tmp_path / "m.onnx"))
+    assert card["temperature"] != 1.0
+    assert "100 held-out validation images" in card["calibration"] and "test split only measures" in card["calibration"]
+    assert 0 <= card["test"]["ece"] < 0.5
