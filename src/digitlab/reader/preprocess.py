@@ -2,36 +2,39 @@
 
 MNIST digits are bright ink on black, anti-aliased, scaled so the longer side is 20 px, and pasted
 into 28x28 with their centre of mass at pixel (14, 14). People's images are anything but: a small
-digit in a corner, dark pen on grey paper under a lamp, a white-on-black canvas export with a
-transparent background. Each step below undoes one of those differences; `PreprocessConfig`
-switches them on and off (benchmarks/reader.py measures what each one is worth).
+digit in a corner, a cell cut tightly from a form so the strokes touch the edges, a 16x16 scan blown
+up 7x, dark pen on grey paper under a lamp, a white-on-black canvas export with a transparent
+background. Each step below undoes one of those differences; `PreprocessConfig` switches them on and
+off (benchmarks/reader.py measures what each one is worth).
 
-    load_image -> to_gray -> ink_map (polarity, flatten_background, stretch_contrast, remove_specks)
+    image.load -> ink_map (polarity, flatten_background, stretch_contrast, remove_specks)
                -> normalize_digit (crop, adjust_stroke, deskew, scale, centre of mass) -> uint8 [28, 28]
 
-numpy, Pillow and scipy.ndimage only: this is on the inference path, which never imports torch.
+Paper and ink are told apart by Otsu's threshold and the image border, never by the median: a digit
+that fills its frame can cover most of the picture. numpy, Pillow and OpenCV only: this is the
+inference path, which imports neither torch nor scipy.
 """
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
-from digitlab.errors import ImageError, NoDigitError
+from digitlab.errors import NoDigitError
+
+from .image import Loaded, load
 
 MNIST_STROKE = 1.85  # median of stroke_width() over MNIST digits, in pixels of the 20-px box
-WORK_SIZE = 1024  # larger images are reduced to this longest side first: enough for ten digits in a row
+PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey levels)
+STROKE_WORK = 80  # a cropped digit is reduced to this longest side before stroke and scale steps
 
 
 @dataclass
 class PreprocessConfig:
     polarity: bool = True  # detect dark-on-light vs light-on-dark and make the ink bright
-    flatten_background: bool = True  # subtract the estimated background (lighting gradients, shadows)
+    flatten_background: bool = True  # divide out uneven paper brightness (lighting gradients, shadows)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
@@ -43,280 +46,302 @@ class PreprocessConfig:
     min_contrast: float = 0.08  # ink must differ from the paper by this much (of the 0-1 range)
 
 
-# ---------------------------------------------------------------------------- loading
-def load_image(src) -> Image.Image | np.ndarray:
-    """A path, bytes, file object, PIL image or numpy array -> a PIL image (first frame, EXIF
-    orientation applied) or the array itself."""
-    if isinstance(src, np.ndarray):
-        return src
-    if isinstance(src, Image.Image):
-        image, name = src, "image"
-    else:
-        if isinstance(src, (str, os.PathLike)):
-            name = str(src)
-            if not os.path.isfile(name):
-                raise ImageError(f"{name}: no such file")
-        elif isinstance(src, (bytes, bytearray, memoryview)):
-            name, src = "input bytes", io.BytesIO(bytes(src))
-        elif hasattr(src, "read"):
-            name = getattr(src, "name", "input stream")
-        else:
-            raise ImageError(f"cannot read an image from a {type(src).__name__}")
-        try:
-            image = Image.open(src)
-            image.seek(0)  # first frame of a GIF / multi-page TIFF
-            image.load()
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not a readable image (unknown or unsupported format)") from None
-        except (OSError, ValueError, EOFError, SyntaxError) as e:
-            raise ImageError(f"{name}: not a readable image ({e})") from None
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not make the pixels unreadable
-        return image
+@dataclass
+class InkMap:
+    """Ink (uint8, paper 0) at the working size, and how to get back to the input's pixels."""
 
+    ink: np.ndarray  # uint8, paper 0, ink up to 255
+    scale: tuple[float, float]  # input pixels per working pixel (x, y)
+    size: tuple[int, int]  # the input's (width, height)
 
-def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Luminance float32 [H, W] in 0-1, transparent pixels composited onto a contrasting background."""
-    if isinstance(image, Image.Image):
-        if image.mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        elif image.mode in ("PA", "RGBa", "La"):
-            image = image.convert("RGBA")
-        elif image.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-            image = image.convert("L" if image.mode == "1" else "RGB")
-        array = np.asarray(image)
-        if image.mode.startswith("I;16"):
-            array = array.astype(np.uint16)
-    else:
-        array = image
-    return array_to_gray(array)
-
-
-def array_to_gray(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 2, 3, 4):
-        a = np.moveaxis(a, 0, -1)  # channels first
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)) or min(a.shape[:2]) < 1:
-        raise ImageError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], not {list(a.shape)}")
-    x = scale_to_unit(a)
-    if x.ndim == 2:
-        return x
-    color, alpha = (x[..., :1], x[..., 1]) if x.shape[2] == 2 else (x[..., :3], x[..., 3] if x.shape[2] == 4 else None)
-    gray = color[..., 0] if color.shape[2] == 1 else color @ np.array([0.299, 0.587, 0.114], np.float32)
-    return composite_alpha(gray, alpha) if alpha is not None else gray
-
-
-def scale_to_unit(a: np.ndarray) -> np.ndarray:
-    """Any pixel type (bool, 8/16/32-bit integers, floats) -> float32 0-1."""
-    if a.dtype == bool:
-        return a.astype(np.float32)
-    x = a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.integer):
-        peak = float(x.max()) if x.size else 0.0
-        # 16-bit files open as int32 "I" images: judge by the values, not only the type
-        full = 255.0 if a.dtype == np.uint8 or peak <= 255 else 65535.0 if peak <= 65535 else float(peak)
-        return x / full
-    if x.size and np.nanmax(x) > 1.0:
-        x = x / 255.0
-    return np.clip(np.nan_to_num(x), 0.0, 1.0)
-
-
-def composite_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Strokes drawn on a transparent canvas: put them on paper of the opposite brightness."""
-    if alpha.min() > 0.99:
-        return gray
-    weight = alpha.sum()
-    ink_brightness = float((gray * alpha).sum() / weight) if weight > 0 else 0.0
-    paper = 1.0 if ink_brightness < 0.5 else 0.0
-    return gray * alpha + paper * (1.0 - alpha)
-
-
-def limit_size(gray: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
-    h, w = gray.shape
-    if max(h, w) <= size:
-        return gray
-    scale = size / max(h, w)
-    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(gray, "F").resize(shape, Image.BOX))
+    def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
+        """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
+        sx, sy = self.scale
+        w, h = self.size
+        return (max(0, int(left * sx)), max(0, int(top * sy)),
+                min(w, int(np.ceil(right * sx))), min(h, int(np.ceil(bottom * sy))))
 
 
 # ---------------------------------------------------------------------------- ink map
-def dark_ink(gray: np.ndarray) -> bool:
-    """True for dark ink on light paper. The paper is the image border; the ink is whatever departs
-    from it furthest (light smoothing first, so one bright noise pixel does not decide)."""
-    h, w = gray.shape
+def composite_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Strokes drawn on a transparent canvas: put them on paper of the opposite brightness."""
+    a = alpha.astype(np.uint32)
+    weight = int(a.sum())
+    ink_brightness = int((gray * a).sum()) / weight if weight > 0 else 0.0
+    paper = 255 if ink_brightness < 128 else 0
+    return ((gray * a + paper * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def otsu(u8: np.ndarray) -> int:
+    """The grey level that best separates two classes of pixels (Otsu 1979)."""
+    t, _ = cv2.threshold(u8.reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return int(t)
+
+
+def border(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape
     ring = max(1, min(h, w) // 50)
-    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(),
-                             gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
-    paper = float(np.median(border))
-    smooth = ndimage.uniform_filter(gray, 3) if min(h, w) >= 9 else gray
-    return paper - float(smooth.min()) > float(smooth.max()) - paper
+    return np.concatenate([a[:ring].ravel(), a[-ring:].ravel(), a[:, :ring].ravel(), a[:, -ring:].ravel()])
 
 
-def flatten_background(gray: np.ndarray, dark: bool) -> np.ndarray:
-    """Ink-bright image with the paper's uneven brightness divided (dark ink) or subtracted (light ink)
-    out. The paper is estimated by a morphological closing (opening for light ink), which keeps
-    smooth lighting (a linear ramp exactly) and removes anything narrower than its window; a third
-    of the shorter side is wider than any stroke of a digit that fills the image. Light falling on
-    paper multiplies the ink's contrast too, hence the division."""
-    h, w = gray.shape
-    size = max(3, min(h, w) // 3)
-    # odd reflection continues a lighting ramp past the border, so the edges get no false ink
-    padded = np.clip(np.pad(gray, size, mode="reflect", reflect_type="odd"), 0.0, 1.0)
-    morph = ndimage.grey_closing if dark else ndimage.grey_opening
-    level = ndimage.uniform_filter(morph(padded, size=(size, size)), size=max(1, size // 2))[size:-size, size:-size]
-    if dark:
-        return np.clip(1.0 - gray / np.maximum(level, np.maximum(gray, 0.05)), 0.0, 1.0)
-    return np.clip(gray - np.minimum(level, gray), 0.0, None)
+def dark_ink(gray: np.ndarray) -> bool:
+    """True for dark ink on light paper. The paper is the image border's median (a frame-filling
+    digit touches the border, but rarely most of it); the ink is whatever departs from it furthest,
+    on a lightly smoothed copy of at most 512 px (so that one noise pixel does not decide, and a
+    shadow, which departs from the paper less than ink does, does not either)."""
+    s = small_copy(gray, 512)
+    if min(s.shape) >= 9:
+        s = cv2.blur(s, (3, 3))
+    paper = float(np.median(border(s)))
+    return paper - float(s.min()) > float(s.max()) - paper
 
 
-def otsu(values: np.ndarray, bins: int = 256) -> float:
-    """The threshold that best separates two classes of values (Otsu 1979)."""
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo < 1e-6:
-        return hi
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(centers[int(np.argmax(between[:-1]))])
+def small_copy(a: np.ndarray, side: int = 64) -> np.ndarray:
+    h, w = a.shape
+    f = side / max(h, w)
+    if f >= 1:
+        return a
+    return cv2.resize(a, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def uneven_paper(x: np.ndarray) -> bool:
+    """Does the paper's brightness vary across the image (lamp, shadow) by more than a sixth of the
+    image's contrast? Judged on a 64x64 copy in 4x4 tiles, each tile's paper level its 10th
+    percentile (ink-bright: paper is dark), ignoring the three inkiest tiles, which a digit filling
+    the frame may cover entirely. Clean scans and canvases are flat, so they skip flattening, which
+    could eat the strokes of a digit that fills the frame."""
+    if min(x.shape) < 8:
+        return False
+    s = cv2.resize(x, (64, 64), interpolation=cv2.INTER_AREA)
+    tiles = s.reshape(4, 16, 4, 16).transpose(0, 2, 1, 3).reshape(16, 256)
+    levels = np.sort(np.partition(tiles, 25, axis=1)[:, 25])  # each tile's 10th percentile
+    low, high = np.partition(s.ravel(), (40, 4055))[[40, 4055]]  # 1st and 99th percentiles
+    return float(levels[-4]) - float(levels[0]) > max(8.0, (float(high) - float(low)) / 6)
+
+
+def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
+    """Ink-bright uint8 -> uint8 with the paper's uneven level taken out. The paper level is an
+    opening (it removes bright strokes narrower than the window) of a 64-px copy, smoothed and scaled
+    back up: cheap at any image size, and a shadow's soft edge survives it while strokes do not.
+    Light falling on dark-ink paper multiplies the ink's contrast too, hence a division there."""
+    s = small_copy(x).astype(np.float32)
+    k = max(3, max(s.shape) // 4) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    level = cv2.morphologyEx(cv2.copyMakeBorder(s, k, k, k, k, cv2.BORDER_REFLECT), cv2.MORPH_OPEN, kernel)
+    level = cv2.blur(level, (k // 2 + 1, k // 2 + 1))[k:-k, k:-k]
+    level = cv2.resize(level, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
+    xf = x.astype(np.float32)
+    if dark:  # in paper brightness: ink = 1 - gray / paper
+        paper, gray = 255.0 - level, 255.0 - xf
+        flat = 255.0 * (1.0 - gray / np.maximum(paper, 12.0))
+    else:
+        flat = xf - level
+    # the paper lands at PAPER_LEVEL, not 0, so its grain is kept whole for the noise estimate
+    return (np.clip(flat + PAPER_LEVEL, 0.0, 255.0) + 0.5).astype(np.uint8)
+
+
+def noise_level(x: np.ndarray) -> float:
+    """Pixel noise sigma from neighbour differences: ink and edges are a minority of pixel pairs, so
+    the median difference measures the grain whatever share of the picture the ink covers."""
+    step = max(1, x.shape[0] // 64)
+    rows = x[::step].astype(np.int16)
+    if rows.shape[1] < 2:
+        return 0.0
+    d = np.abs(np.diff(rows, axis=1)).ravel()
+    return _median(np.bincount(d, minlength=256)) / (0.6745 * np.sqrt(2))
+
+
+def _median(hist: np.ndarray) -> float:
+    c = np.cumsum(hist)
+    return float(np.searchsorted(c, c[-1] / 2))
 
 
 def stretch_contrast(x: np.ndarray, min_contrast: float) -> np.ndarray:
-    """Ramp from just above the paper's noise to the typical ink value: texture and JPEG ringing go
-    to 0, the stroke core saturates at 1 as in MNIST, and the anti-aliased edge keeps its greys."""
-    paper = float(np.median(x))
-    noise = 1.4826 * float(np.median(np.abs(x - paper)))
-    if noise > 0.01 and min(x.shape) >= 56:  # grainy photo or scan: average the grain away first
-        x = ndimage.gaussian_filter(x, 1.0)
-        paper = float(np.median(x))
-        noise = 1.4826 * float(np.median(np.abs(x - paper)))
-    floor = paper + max(4 * noise, 0.02)
-    ink = x[x > max(otsu(x), floor)]
-    if ink.size == 0:
+    """Ink-bright uint8 -> uint8 ink ramp from just above the paper's noise to the typical ink value:
+    texture and JPEG ringing go to 0, the stroke core saturates at 255 as in MNIST, and the
+    anti-aliased edge keeps its greys. Paper is the class below Otsu's threshold (the ink may be the
+    larger class); ink must also clear the paper's noise, which matters when the ink is a few
+    percent of a grainy photo and Otsu's threshold falls inside the grain. All from one histogram."""
+    hist = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+    t = otsu(x)
+    if hist[: t + 1].sum() == 0 or hist[t + 1:].sum() == 0:
         raise NoDigitError("no digit: the image is blank")
-    top = float(np.median(ink))
-    if top - paper < max(min_contrast, 6 * noise):
+    # paper: the histogram's peak below Otsu's threshold; its grain: from the peak's dark side only
+    # (the bright side mixes with ink, and Otsu may cut through the grain when ink is scarce)
+    smooth = np.convolve(hist, [1, 2, 3, 2, 1], mode="same")  # peaked: a one-level paper stays put
+    paper = int(np.argmax(smooth[: t + 1]))
+    dark_side = np.cumsum(hist[: paper + 1])
+    noise = float(paper - np.searchsorted(dark_side, 0.3173 * dark_side[-1]))
+    cut = max(t, int(paper + 4 * noise))
+    above = hist.copy()
+    above[: cut + 1] = 0
+    if above.sum() == 0:
+        raise NoDigitError("no digit: the image is blank")
+    top = _median(above)
+    if top - paper < max(255 * min_contrast, 6 * noise):
         raise NoDigitError("no digit: nothing stands out from the background")
+    floor = paper + max(4 * noise, 5.0)
     low = max(floor, paper + 0.15 * (top - paper))
-    return np.clip((x - low) / (top - low), 0.0, 1.0)
+    lut = np.clip((np.arange(256) - low) / max(top - low, 1.0), 0.0, 1.0) * 255 + 0.5
+    return cv2.LUT(x, lut.astype(np.uint8))
 
 
-def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:
-    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust)."""
-    labels, n = ndimage.label(x > 0, structure=np.ones((3, 3)))
-    if n <= 1:
+def component_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected ink blobs: (labels, stats [n, 5] as OpenCV gives them, ink mass per label; one
+    blob's mass is not summed, as nothing compares it)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((x > 0).view(np.uint8), connectivity=8)
+    if n <= 2:
+        return labels, stats, np.ones(n)
+    mass = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n)
+    mass[0] = 0.0
+    return labels, stats, mass
+
+
+def remove_specks(x: np.ndarray, fraction: float = 0.02, single: bool = False, reach: float = 0.3) -> np.ndarray:
+    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust).
+    single: also keep only the largest blob and the blobs near it (within `reach` of its size): one
+    digit in a picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
+    labels, stats, mass = component_mass(x)
+    if len(mass) <= 2:
         return x
-    mass = ndimage.sum_labels(x, labels, index=np.arange(1, n + 1))
-    keep = np.concatenate([[False], mass >= fraction * mass.max()])
-    return np.where(keep[labels], x, 0.0).astype(np.float32)
+    keep = mass >= fraction * mass.max()
+    keep[0] = False
+    if single:
+        keep &= near_main(stats, np.where(keep, mass, 0.0), reach)  # specks do not bridge
+    return np.where(keep[labels], x, 0).astype(x.dtype)
 
 
 def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
-    """Only the largest ink blob and the blobs near it (within `reach` of its size): one digit in a
-    picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
-    labels, n = ndimage.label(x > 0, structure=np.ones((3, 3)))
-    if n <= 1:
-        return x
-    boxes = ndimage.find_objects(labels)
-    mass = ndimage.sum_labels(x, labels, index=np.arange(1, n + 1))
+    return remove_specks(x, 0.0, single=True, reach=reach)
+
+
+def near_main(stats: np.ndarray, mass: np.ndarray, reach: float) -> np.ndarray:
+    """Which blobs belong to the largest one's cluster: grown from it, a blob joins when its box comes
+    within `reach` x the cluster's size."""
     main = int(np.argmax(mass))
-    keep = {main}
-    top, bottom = boxes[main][0].start, boxes[main][0].stop
-    left, right = boxes[main][1].start, boxes[main][1].stop
+    left, top, w, h = (int(v) for v in stats[main, :4])
+    right, bottom = left + w, top + h
+    keep = np.zeros(len(mass), bool)
+    keep[main] = True
     grown = True
     while grown:
         grown = False
         margin = reach * max(bottom - top, right - left)
-        for i, (rows, cols) in enumerate(boxes):
-            if i in keep:
+        for i in range(1, len(mass)):
+            if keep[i] or mass[i] <= 0:
                 continue
-            if (rows.start < bottom + margin and rows.stop > top - margin
-                    and cols.start < right + margin and cols.stop > left - margin):
-                keep.add(i)
-                top, bottom = min(top, rows.start), max(bottom, rows.stop)
-                left, right = min(left, cols.start), max(right, cols.stop)
+            x0, t, bw, bh = stats[i, :4]
+            if t < bottom + margin and t + bh > top - margin and x0 < right + margin and x0 + bw > left - margin:
+                keep[i] = True
+                top, bottom = min(top, t), max(bottom, t + bh)
+                left, right = min(left, x0), max(right, x0 + bw)
                 grown = True
-    return np.where(np.isin(labels, [i + 1 for i in keep]), x, 0.0).astype(np.float32)
+    return keep
 
 
-def ink_map(image, config: PreprocessConfig | None = None) -> np.ndarray:
-    """Any image -> float32 [H, W] with paper 0 and ink up to 1. Raises NoDigitError when blank."""
-    c = config or PreprocessConfig()
-    gray = limit_size(to_gray(load_image(image)))
+def ink_image(loaded: Loaded, c: PreprocessConfig) -> np.ndarray:
+    """Loaded grey (+ alpha) -> ink-bright uint8 before the contrast ramp."""
+    gray = loaded.gray
+    if loaded.alpha is not None:
+        gray = composite_alpha(gray, loaded.alpha)
     dark = c.polarity and dark_ink(gray)
-    x = flatten_background(gray, dark) if c.flatten_background else 1.0 - gray if dark else gray
+    if dark:
+        gray = 255 - gray
+    if min(gray.shape) >= 24 and noise_level(gray) > 3.0:  # grainy photo or scan: average the grain away
+        gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
+    if c.flatten_background and uneven_paper(gray):
+        return flatten_background(gray, dark)
+    return gray
+
+
+def ink_map(image, config: PreprocessConfig | None = None, single: bool = False) -> InkMap:
+    """Any image -> InkMap (paper 0, ink up to 255, at the working size). Raises NoDigitError when
+    blank. single: the image holds one digit, so stray marks away from it go too (main_cluster)."""
+    c = config or PreprocessConfig()
+    loaded = load(image)
+    x = ink_image(loaded, c)
     if c.threshold:
         x = stretch_contrast(x, c.min_contrast)
     else:
-        x = x - x.min()
-        if x.max() < c.min_contrast:
+        lo, hi = int(x.min()), int(x.max())
+        if hi - lo < 255 * c.min_contrast:
             raise NoDigitError("no digit: the image is blank")
-        x = x / x.max()
+        x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
     if c.remove_specks:
-        x = remove_specks(x)
-    return x.astype(np.float32)
+        x = remove_specks(x, single=single)
+    return InkMap(x, loaded.scale, loaded.size)
 
 
 # ---------------------------------------------------------------------------- one digit -> 28x28
 def bounding_box(x: np.ndarray, level: float = 0.0) -> tuple[int, int, int, int]:
     """(top, left, bottom, right), exclusive end, of the pixels above `level`."""
-    rows, cols = np.flatnonzero((x > level).any(axis=1)), np.flatnonzero((x > level).any(axis=0))
+    mask = x > level
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         raise NoDigitError("no digit: no ink left")
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-def stroke_width(x: np.ndarray) -> float:
+def stroke_width(x: np.ndarray, level: float = 0.5) -> float:
     """Average stroke width in pixels: 2 * area / perimeter of the ink (a long stroke's width)."""
-    m = (x > 0.5).astype(np.int8)
-    perimeter = np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum()
-    return 2.0 * float(m.sum()) / max(float(perimeter), 1.0)
+    m = (x > level).view(np.int8)
+    perimeter = np.count_nonzero(np.diff(m, axis=0)) + np.count_nonzero(np.diff(m, axis=1))
+    return 2.0 * float(np.count_nonzero(m)) / max(float(perimeter), 1.0)
+
+
+def resize(x: np.ndarray, w: int, h: int) -> np.ndarray:
+    shrink = w < x.shape[1] or h < x.shape[0]
+    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def reduce_digit(x: np.ndarray, side: int = STROKE_WORK) -> np.ndarray:
+    """A large crop -> longest side `side`, hairlines kept: a stroke much thinner than the reduction
+    factor is widened first, so that it is still a line, not a faint trace, once reduced."""
+    h, w = x.shape
+    f = max(h, w) / side
+    if f <= 1:
+        return x
+    width = stroke_width(x, 0.3)
+    if 0 < width < f:
+        k = int(round(f - width)) | 1
+        x = cv2.dilate(x, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    out = resize(x, max(1, round(w / f)), max(1, round(h / f)))
+    peak = float(out.max())
+    return out / peak if peak > 0 else out
 
 
 def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
     """Dilate thin pen lines / erode marker strokes so that, once the digit is scaled to `box`,
     the stroke is about as wide as MNIST's."""
     scale = box / max(x.shape)
-    width = stroke_width(x) * scale
+    own = stroke_width(x)
+    width = own * scale
     if 0.7 * MNIST_STROKE <= width <= 1.6 * MNIST_STROKE or width == 0:
         return x
     k = int(round(abs(MNIST_STROKE - width) / scale))
     if width < MNIST_STROKE:
-        x = np.pad(x, k)
-        return ndimage.grey_dilation(x, size=(k + 1, k + 1))
-    k = min(k, int(stroke_width(x) / 2))  # never erode a stroke away
-    return ndimage.grey_erosion(x, size=(k + 1, k + 1)) if k >= 1 else x
+        x = cv2.copyMakeBorder(x, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+        return cv2.dilate(x, np.ones((k + 1, k + 1), np.uint8))
+    k = min(k, int(own / 2))  # never erode a stroke away
+    return cv2.erode(x, np.ones((k + 1, k + 1), np.uint8)) if k >= 1 else x
 
 
-def deskew(images: np.ndarray, chunk: int = 2000) -> np.ndarray:
+def deskew(images: np.ndarray) -> np.ndarray:
     """Shears each image of [N, H, W] so its pixel covariance has no row-column term, centred on its
-    centre of mass; float32, same shape. The classic MNIST deskewing (as in LeCun's table), bilinear,
-    vectorised over images: the lab's knn-fast and mlp-sklearn-tuned use it on whole datasets."""
+    centre of mass; float32, same shape. The classic MNIST deskewing (as in LeCun's table), bilinear:
+    the lab's knn-fast and mlp-sklearn-tuned use it on whole datasets, the reader on one digit."""
     out = np.empty(images.shape, np.float32)
-    height, width = images.shape[1:]
-    r, c = np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32)
-    rows, cols = np.meshgrid(r, c, indexing="ij")
-    for start in range(0, len(images), chunk):
-        img = images[start:start + chunk].astype(np.float32)
-        mass = img.sum((1, 2)) + 1e-6
-        cy, cx = img.sum(2) @ r / mass, img.sum(1) @ c / mass
-        dy, dx = r[None, :] - cy[:, None], c[None, :] - cx[:, None]
-        var_y = (img.sum(2) * dy**2).sum(1) / mass
-        cov = (np.einsum("nij,ni->nj", img, dy) * dx).sum(1) / mass
-        alpha = (cov / (var_y + 1e-6))[:, None, None]
-        # Output pixel (row, col) samples the input at the centre of mass plus the sheared offset.
-        coords = np.empty((3, len(img), height, width), np.float32)
-        coords[0] = np.arange(len(img), dtype=np.float32)[:, None, None]
-        coords[1] = rows - height / 2 + cy[:, None, None]
-        coords[2] = cols - width / 2 + cx[:, None, None] + alpha * (rows - height / 2)
-        out[start:start + chunk] = ndimage.map_coordinates(img, coords, order=1, mode="grid-constant")
+    h, w = images.shape[1:]
+    for i, image in enumerate(np.asarray(images, np.float32)):
+        m = cv2.moments(image)
+        if m["m00"] <= 0:
+            out[i] = image
+            continue
+        cy, cx = m["m01"] / m["m00"], m["m10"] / m["m00"]
+        alpha = m["mu11"] / m["mu02"] if m["mu02"] > 1e-6 else 0.0
+        # output (row r, col c) samples the input at (r - h/2 + cy, c - w/2 + cx + alpha (r - h/2))
+        matrix = np.float32([[1, alpha, cx - w / 2 - alpha * h / 2], [0, 1, cy - h / 2]])
+        out[i] = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     return out
 
 
@@ -331,18 +356,20 @@ def scale_to_box(x: np.ndarray, box: int, keep_aspect: bool = True) -> np.ndarra
     h, w = x.shape
     if keep_aspect:
         scale = box / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        out = resize(x, max(1, round(w * scale)), max(1, round(h * scale)))
     else:
-        size = (box, box)
-    out = np.clip(np.asarray(Image.fromarray(x.astype(np.float32), "F").resize(size, Image.LANCZOS)), 0, 1)
-    return out / out.max() if out.max() > 0 else out  # thin strokes fade when scaled down: restore the peak
+        out = resize(x, box, box)
+    out = np.clip(out, 0, 1)
+    peak = float(out.max())
+    return out / peak if peak > 0 else out  # thin strokes fade when scaled down: restore the peak
 
 
 def paste_centered(x: np.ndarray, center_of_mass: bool = True, size: int = 28) -> np.ndarray:
     """Paste into size x size with the centre of mass (or the box centre) at pixel (14, 14)."""
     h, w = x.shape
-    if center_of_mass and x.sum() > 0:
-        r, c = ndimage.center_of_mass(x)
+    m = cv2.moments(x) if center_of_mass else {"m00": 0.0}
+    if m["m00"] > 0:
+        r, c = m["m01"] / m["m00"], m["m10"] / m["m00"]
         top, left = round(size / 2 - r), round(size / 2 - c)
     else:
         top, left = (size - h) // 2, (size - w) // 2
@@ -354,11 +381,13 @@ def paste_centered(x: np.ndarray, center_of_mass: bool = True, size: int = 28) -
 
 
 def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
-    """An ink map holding one digit -> uint8 [28, 28], MNIST-style."""
+    """An ink map holding one digit (uint8 0-255 or float 0-1) -> uint8 [28, 28], MNIST-style."""
     c = config or PreprocessConfig()
     if c.crop:
         top, left, bottom, right = bounding_box(x)
         x = x[top:bottom, left:right]
+    x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
+    x = reduce_digit(x)
     if c.stroke_width:
         x = adjust_stroke(x, c.box)
     if c.deskew:
@@ -366,17 +395,29 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None) -> np
         top, left, bottom, right = bounding_box(x, 0.05)
         x = x[top:bottom, left:right]
     x = scale_to_box(x, c.box, c.keep_aspect)
-    return np.round(paste_centered(x, c.center_of_mass) * 255).astype(np.uint8)
+    return (paste_centered(x, c.center_of_mass) * 255 + 0.5).astype(np.uint8)
+
+
+def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
+    input image's pixels). Raises NoDigitError for a blank image."""
+    c = config or PreprocessConfig()
+    m = ink_map(image, c, single=True)
+    x = m.ink
+    top, left, bottom, right = bounding_box(x)
+    return normalize_digit(x, c), m.to_input(left, top, right, bottom)
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
     """Any image holding one digit -> uint8 [28, 28]. Raises NoDigitError for a blank image."""
-    c = config or PreprocessConfig()
-    x = ink_map(image, c)
-    return normalize_digit(main_cluster(x) if c.remove_specks else x, c)
+    return preprocess_with_box(image, config)[0]
+
+
+to_mnist = preprocess  # the name data.load_folder uses
 
 
 def resize_only(image) -> np.ndarray:
     """The naive baseline: grayscale, squash to 28x28, nothing else."""
-    gray = Image.fromarray(to_gray(load_image(image)), "F").resize((28, 28), Image.BILINEAR)
-    return np.round(np.clip(np.asarray(gray), 0, 1) * 255).astype(np.uint8)
+    loaded = load(image)
+    gray = loaded.gray if loaded.alpha is None else composite_alpha(loaded.gray, loaded.alpha)
+    return cv2.resize(gray, (28, 28), interpolation=cv2.INTER_AREA)

@@ -2,8 +2,10 @@
 
 The model sees only what `preprocess` makes of the image. A row of digits is cut into digits by
 connected components; pieces that overlap horizontally are one digit drawn in several strokes (the
-hat of a 5, a 4 in two strokes), and a blob too wide for one digit is tried at several cut points,
-keeping the reading the model is most confident in. Confidence is temperature-scaled (the model
+hat of a 5, a 4 in two strokes). Digits that touch are separated along the cheapest path through the
+ink from top to bottom (it slips between two digits that meet in one stroke, where a straight cut
+would slice both); candidate paths are scored by the model, and the segmentation the model reads
+most confidently wins. Boxes are in the input image's pixels. Confidence is temperature-scaled (the model
 card's `temperature`, fitted by `fit_temperature` on held-out data, applied by `infer.OnnxModel`),
 so 0.9 means right about 9 times in 10.
 No torch here: the model is any object with `predict_proba(uint8 [N, 28, 28]) -> [N, 10]`.
@@ -16,17 +18,26 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from digitlab.errors import NoDigitError
 from digitlab.reader.infer import OnnxModel, bundled
-from digitlab.reader.preprocess import PreprocessConfig, ink_map, normalize_digit, preprocess, stroke_width
+from digitlab.reader.preprocess import (
+    PreprocessConfig,
+    component_mass,
+    ink_map,
+    normalize_digit,
+    preprocess_with_box,
+    remove_specks,
+    stroke_width,
+)
 
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
-# digit in two must buy more confidence than that; a digit much wider than tall is rare (MNIST:
-# 1% beyond 1.4), so each unit of width beyond 1.1 x the height costs WIDTH_COST.
+# digit in two must buy more confidence than that; a digit wider than tall is rare (MNIST: 1%
+# beyond 1.4), while two touching digits are usually wider than tall, so each unit of width beyond
+# WIDE x the height costs WIDTH_COST (the model alone reads many touching pairs as one digit).
 DIGIT_COST = 1.5
-WIDTH_COST = 4.0
+WIDE = 1.15
+WIDTH_COST = 12.0
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
@@ -45,7 +56,7 @@ def get_model(model=None):
 class Digit:
     label: int | None  # None: below min_confidence (shown as "?")
     confidence: float
-    box: tuple[int, int, int, int]  # left, top, right, bottom in the (size-limited) image's pixels
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the input image's pixels
     probabilities: list[float] = field(repr=False, default_factory=list)
     image: np.ndarray | None = field(repr=False, default=None)  # the 28x28 the model saw
 
@@ -57,23 +68,25 @@ def as_dict(result: dict) -> dict:
     """A `classify` result as JSON-ready values, rounded to 4 decimals (what the CLI and the API print)."""
     probabilities = result["probabilities"]
     return {"label": result["label"], "status": result["status"], "confidence": round(result["confidence"], 4),
-            "probabilities": None if probabilities is None else [round(p, 4) for p in probabilities]}
+            "probabilities": None if probabilities is None else [round(p, 4) for p in probabilities],
+            "box": result.get("box")}
 
 
 def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> dict:
-    """One digit: {"label", "status", "confidence", "probabilities", "image"}. label is None for a
-    blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
-    `min_confidence` ("unsure")."""
+    """One digit: {"label", "status", "confidence", "probabilities", "image", "box"}. label is None for
+    a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
+    `min_confidence` ("unsure"). box: the digit's (left, top, right, bottom) in the input's pixels."""
     model = get_model(model)
     try:
-        x28 = preprocess(image, config)
+        x28, box = preprocess_with_box(image, config)
     except NoDigitError:
-        return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None}
+        return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
+                "box": None}
     p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
     status = "not a digit" if not looks_like_a_digit(x28) else "ok" if confidence >= min_confidence else "unsure"
     return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
-            "probabilities": [float(v) for v in p], "image": x28}
+            "probabilities": [float(v) for v in p], "image": x28, "box": list(box)}
 
 
 def looks_like_a_digit(x28: np.ndarray) -> bool:
@@ -97,9 +110,9 @@ class Reading:
 def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
     """Ink blobs: the label image and, left to right, ([left, top, right, bottom], [label ids]) per
     digit candidate; blobs overlapping horizontally are merged into one."""
-    labels, _ = ndimage.label(x > 0, structure=np.ones((3, 3)))
-    blobs = sorted(([s[1].start, s[0].start, s[1].stop, s[0].stop], [i])
-                   for i, s in enumerate(ndimage.find_objects(labels), 1) if s)
+    labels, stats, _ = component_mass(x)
+    blobs = sorted(([int(x0), int(t), int(x0 + w), int(t + h)], [i])
+                   for i, (x0, t, w, h, _) in enumerate(stats) if i > 0)
     merged: list[tuple[list[int], list[int]]] = []
     for box, ids in blobs:
         if merged:
@@ -113,78 +126,117 @@ def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[in
     return labels, merged
 
 
-class _Scorer:
-    """Classifies column ranges of one candidate's ink, caching each range (the search revisits them)."""
+def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.05) -> np.ndarray:
+    """The top-to-bottom path (one column per row, moving at most one column per row, within `reach`
+    of column `start`) crossing the least ink: where two touching digits meet it slips through the
+    one stroke they share. Dynamic programming, one row at a time."""
+    h, w = ink.shape
+    lo, hi = max(1, start - reach), min(w - 1, start + reach + 1)  # never along the blob's own edge
+    band = ink[:, lo:hi]
+    cost = band[0].astype(np.float64).copy()
+    back = np.zeros(band.shape, np.int8)
+    big = np.inf
+    for r in range(1, h):
+        left = np.concatenate([[big], cost[:-1]]) + lateral
+        right = np.concatenate([cost[1:], [big]]) + lateral
+        choice = np.argmin(np.stack([left, cost, right]), axis=0)
+        cost = np.stack([left, cost, right])[choice, np.arange(len(cost))] + band[r]
+        back[r] = choice - 1
+    col = int(np.argmin(cost + lateral * np.abs(np.arange(lo, hi) - start)))
+    path = np.empty(h, np.int64)
+    for r in range(h - 1, -1, -1):
+        path[r] = col + lo
+        col = int(col + back[r, col])
+    return path
 
-    def __init__(self, ink: np.ndarray, origin: tuple[int, int], model, config: PreprocessConfig | None) -> None:
-        self.ink, self.origin, self.model, self.config, self.cache = ink, origin, model, config, {}
 
-    def __call__(self, left: int, right: int):
-        if (left, right) not in self.cache:
-            piece = self.ink[:, left:right]
-            rows = np.flatnonzero(piece.any(axis=1))
-            top, x0 = self.origin
+def split_points(ink: np.ndarray, height: int) -> list[np.ndarray | None]:
+    """Candidate cuts through one blob, left to right: its edges (None) and the distinct cheapest
+    paths started every ~height/8 columns away from the edges."""
+    h, w = ink.shape
+    margin, step = max(1, int(0.25 * height)), max(1, height // 8)
+    paths: list[np.ndarray] = []
+    for start in range(margin, w - margin, step):
+        path = cheapest_path(ink, start, max(2, min(height // 4, start - margin // 2, w - margin // 2 - start)))
+        if not paths or abs(float(path.mean()) - float(paths[-1].mean())) >= max(1.0, height / 16):
+            paths.append(path)
+    paths.sort(key=lambda p: float(p.mean()))
+    return [None, *paths, None]
+
+
+def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
+    """The ink right of path a and left of path b (None: the blob's edge), slivers of the neighbour
+    digit removed."""
+    cols = np.arange(ink.shape[1])[None, :]
+    mask = np.ones(ink.shape, bool)
+    if a is not None:
+        mask &= cols >= a[:, None]
+    if b is not None:
+        mask &= cols < b[:, None]
+    piece = np.where(mask, ink, 0.0).astype(np.float32)
+    return remove_specks(piece, 0.1) if piece.any() else piece
+
+
+def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config) -> tuple[float, list]:
+    """(log-likelihood, [(x28, probabilities, (left, top, right, bottom)), ...]) of the best reading
+    of one blob as one or more digits: dynamic programming over its candidate cuts, every piece
+    scored by the model in one batch. A piece much wider than tall is improbable (MNIST: 1% beyond
+    1.4) and every digit costs DIGIT_COST, so a cut must buy more confidence than it costs."""
+    h, w = ink.shape
+    cuts = split_points(ink, height) if w >= 0.9 * height else [None, None]
+    n = len(cuts)
+    pieces: dict[tuple[int, int], tuple] = {}
+    for i in range(n - 1):
+        for j in range(i + 1, n):
+            piece = piece_between(ink, cuts[i], cuts[j])
+            if not piece.any():
+                continue
+            rows, cols = np.flatnonzero(piece.any(axis=1)), np.flatnonzero(piece.any(axis=0))
+            pw, ph = cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]
+            if (i, j) != (0, n - 1) and (ph < 0.5 * height or pw < 0.1 * height):
+                continue  # a sliver cut off a digit, not a digit
+            if pw > 1.8 * height and (i, j) != (0, n - 1):
+                continue  # several digits: only the uncut blob is scored whatever its width
             try:
-                x28 = normalize_digit(piece, self.config)
-                p = self.model.predict_proba(x28[None])[0]
-                box = (x0 + left, top + int(rows[0]), x0 + right, top + int(rows[-1]) + 1)
+                x28 = normalize_digit(piece, config)
             except NoDigitError:
-                x28, p, box = None, None, None
-            self.cache[(left, right)] = (x28, p, box)
-        return self.cache[(left, right)]
-
-
-def cut_candidates(profile: np.ndarray, low: int, high: int, spacing: int, most: float,
-                   count: int = 4) -> list[int]:
-    """Columns where the ink is thinnest, at least `spacing` apart, holding at most `most` ink:
-    touching digits meet in about one stroke, while a cut through one digit (a 0, a wide 5) crosses two."""
-    smooth = np.convolve(profile, np.ones(3) / 3, mode="same")
-    cuts: list[int] = []
-    for c in np.argsort(smooth[low:high], kind="stable") + low:
-        if smooth[c] > most:
-            break
-        if all(abs(int(c) - d) >= spacing for d in cuts):
-            cuts.append(int(c))
-        if len(cuts) == count:
-            break
-    return sorted(cuts)
-
-
-def best_split(score: _Scorer, left: int, right: int, depth: int = 0) -> tuple[float, list[tuple[int, int]]]:
-    """(log-likelihood, [(left, right), ...]) of the most confident reading of columns left:right.
-
-    A piece much wider than tall is probably several touching digits: its unsplit reading is
-    penalized by its excess width, and cuts at the thinnest columns are tried recursively."""
-    _, p, box = score(left, right)
-    if p is None:
+                continue
+            box = (origin[1] + int(cols[0]), origin[0] + int(rows[0]),
+                   origin[1] + int(cols[-1]) + 1, origin[0] + int(rows[-1]) + 1)
+            pieces[(i, j)] = (x28, box, pw / max(ph, 0.5 * height))
+    if not pieces:
         return -50.0, []
-    height, width = box[3] - box[1], right - left
-    whole = math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, width / height - 1.1)
-    best = (whole, [(left, right)])
-    low, high = int(0.3 * height), width - int(0.3 * height)
-    if width < 0.9 * height or depth >= 4 or high <= low:
-        return best
-    profile = score.ink[:, left:right].sum(axis=0)
-    for cut in cut_candidates(profile, low, high, max(1, height // 6), 1.8 * stroke_width(score.ink)):
-        a = best_split(score, left, left + cut, depth + 1)
-        b = best_split(score, left + cut, right, depth + 1)
-        if a[1] and b[1] and a[0] + b[0] > best[0]:
-            best = (a[0] + b[0], a[1] + b[1])
-    return best
+    keys = list(pieces)
+    probs = model.predict_proba(np.stack([pieces[k][0] for k in keys]))
+    value = {k: math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, pieces[k][2] - WIDE)
+             for k, p in zip(keys, probs, strict=True)}
+    proba = dict(zip(keys, probs, strict=True))
+    best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * (n - 1)
+    for j in range(1, n):
+        for i in range(j):
+            if (i, j) in value and best[i][0] + value[(i, j)] > best[j][0]:
+                best[j] = (best[i][0] + value[(i, j)], best[i][1] + [(i, j)])
+    if not best[-1][1]:
+        return -50.0, []
+    return best[-1][0], [(pieces[k][0], proba[k], pieces[k][1]) for k in best[-1][1]]
 
 
 def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> Reading:
-    """A row of handwritten digits -> Reading(text, digits), digits ordered left to right.
+    """A row of handwritten digits -> Reading(text, digits), digits ordered left to right, boxes in
+    the input image's pixels.
 
     Blobs are grouped by dynamic programming: a digit is one blob or up to three neighbouring blobs
-    that (nearly) overlap horizontally (a broken stroke), and each group may be split again where
+    that (nearly) overlap horizontally (a broken stroke), and each group may be cut again where
     digits touch; the grouping whose digits the model reads most confidently wins."""
     model = get_model(model)
     try:
-        x = ink_map(image, config)
+        m = ink_map(image, config)
     except NoDigitError:
         return Reading("", [])
+    x = m.ink
     labels, groups = components(x)
+    if not groups:
+        return Reading("", [])
     row_height = max(box[3] - box[1] for box, _ in groups)
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * len(groups)
     for end in range(1, len(groups) + 1):
@@ -199,16 +251,16 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             left, top = min(b[0][0] for b in members), min(b[0][1] for b in members)
             right, bottom = max(b[0][2] for b in members), max(b[0][3] for b in members)
             ids = [i for _, member_ids in members for i in member_ids]
-            own = np.where(np.isin(labels[top:bottom, left:right], ids), x[top:bottom, left:right], 0.0)
-            score = _Scorer(own, (top, left), model, config)
-            value, pieces = best_split(score, 0, right - left)
+            inside = np.isin(labels[top:bottom, left:right], ids)
+            own = np.where(inside, x[top:bottom, left:right] / np.float32(255), 0.0)
+            value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config)
             total = best[start][0] + value
-            if pieces and total > best[end][0]:
-                best[end] = (total, best[start][1] + [score(a, b) for a, b in pieces])
+            if found and total > best[end][0]:
+                best[end] = (total, best[start][1] + found)
     digits = []
-    for x28, p, box in best[-1][1]:
+    for x28, p, (left, top, right, bottom) in best[-1][1]:
         label, confidence = int(p.argmax()), float(p.max())
-        digits.append(Digit(label if confidence >= min_confidence else None, confidence, box,
-                            [float(v) for v in p], x28))
+        digits.append(Digit(label if confidence >= min_confidence else None, confidence,
+                            m.to_input(left, top, right, bottom), [float(v) for v in p], x28))
     text = "".join("?" if d.label is None else str(d.label) for d in digits)
     return Reading(text, digits)

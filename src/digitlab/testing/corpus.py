@@ -1,4 +1,4 @@
-"""A realistic, deterministic corpus of "people's images" for testing and benchmarking the reader.
+"""A realistic, deterministic suite and corpus of "people's images" for testing and benchmarking the reader.
 
 Everything is generated from a seed: MNIST test digits (upsampled smoothly) and digits drawn here
 from stroke templates, put on canvases the way people's images come: small in a corner or filling
@@ -17,9 +17,9 @@ import io
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from scipy import ndimage
+from PIL import Image, ImageDraw
 
 
 @dataclass
@@ -53,15 +53,21 @@ TEMPLATES = {
 
 def drawn_digit(digit: int, size: int, rng: np.random.Generator, width: float | None = None) -> np.ndarray:
     """A digit drawn with a round pen from its stroke template, jittered and slanted: float [size, size]."""
+    strokes = TEMPLATES[digit]
+    if digit == 1 and rng.random() < 0.5:  # the flag many people write
+        strokes = [[(0.38, 0.2)] + strokes[0]]
+    return draw_strokes(strokes, size, rng, width)
+
+
+def draw_strokes(strokes, size: int, rng: np.random.Generator, width: float | None = None) -> np.ndarray:
+    """Polylines in a unit box drawn with a round pen (constant width, round caps and joints), jittered
+    and slanted, anti-aliased: float [size, size]."""
     width = width if width is not None else rng.uniform(0.05, 0.16)
     slant, squeeze = rng.uniform(-0.2, 0.2), rng.uniform(0.75, 1.1)
     scale = 2  # draw at twice the size, then reduce: anti-aliased edges
     canvas = Image.new("L", (size * scale, size * scale), 0)
     draw = ImageDraw.Draw(canvas)
     margin = 0.08
-    strokes = TEMPLATES[digit]
-    if digit == 1 and rng.random() < 0.5:  # the flag many people write
-        strokes = [[(0.38, 0.2)] + strokes[0]]
     for stroke in strokes:
         pts = np.array(stroke) + rng.normal(0, 0.012, (len(stroke), 2))
         x = 0.5 + (pts[:, 0] - 0.5) * squeeze + slant * (0.5 - pts[:, 1])
@@ -70,7 +76,7 @@ def drawn_digit(digit: int, size: int, rng: np.random.Generator, width: float | 
               for a, b in zip(x, y, strict=True)]
         pen = max(1, round(width * size * scale))
         draw.line(xy, fill=255, width=pen, joint="curve")
-        for px, py in (xy[0], xy[-1]):  # round caps
+        for px, py in xy:  # round caps and joints
             draw.ellipse((px - pen / 2, py - pen / 2, px + pen / 2, py + pen / 2), fill=255)
     return np.asarray(canvas.resize((size, size), Image.BOX), np.float32) / 255
 
@@ -82,9 +88,9 @@ def mnist_digit(image28: np.ndarray, size: int, rng: np.random.Generator) -> np.
     style = rng.integers(3)
     k = max(1, size // 28)
     if style == 1:
-        big = ndimage.grey_dilation(big, size=(k + 1, k + 1))
+        big = cv2.dilate(big, np.ones((k + 1, k + 1), np.uint8))
     elif style == 2 and size >= 56:
-        big = ndimage.grey_erosion(big, size=(k // 2 + 1, k // 2 + 1))
+        big = cv2.erode(big, np.ones((k // 2 + 1, k // 2 + 1), np.uint8))
     return big
 
 
@@ -100,9 +106,10 @@ def _color(rng, light: bool) -> np.ndarray:
 
 
 def render(ink: np.ndarray, rng: np.random.Generator, canvas: tuple[int, int] | None = None,
-           style: str | None = None) -> tuple[object, str]:
+           style: str | None = None, noise: float | None = None, quality: int | None = None) -> tuple[object, str]:
     """Put an ink map (float 0-1, 1 = ink) on a canvas in one of the styles people's images come in.
-    Returns (data a user would pass, style name)."""
+    Returns (data a user would pass, style name). `noise` (sigma, 0-1 scale) and `quality` (JPEG)
+    override the photo/scan style's random ones."""
     style = style or str(rng.choice(["canvas", "canvas_inverted", "rgba", "paper", "photo", "photo", "scan"]))
     h, w = ink.shape
     if canvas is None:
@@ -126,7 +133,7 @@ def render(ink: np.ndarray, rng: np.random.Generator, canvas: tuple[int, int] | 
     # paper / photo / scan: dark ink on light, coloured paper, uneven light, texture, noise, JPEG
     paper = _color(rng, True)
     ink_color = rng.uniform(0.0, 0.35, 3) * np.array([1, 1, 1]) + np.array([0, 0, rng.uniform(0, 0.3)])
-    texture = ndimage.gaussian_filter(rng.normal(0, 1, (H, W)), rng.uniform(1, 3)).astype(np.float32)
+    texture = blur(rng.normal(0, 1, (H, W)).astype(np.float32), rng.uniform(1, 3))
     texture *= rng.uniform(0.01, 0.05) / (texture.std() + 1e-6)
     img = paper * (1 - a[..., None]) + ink_color * a[..., None] + texture[..., None]
     if style in ("photo", "scan"):
@@ -141,12 +148,17 @@ def render(ink: np.ndarray, rng: np.random.Generator, canvas: tuple[int, int] | 
             light = light * shadow
         img = img * light[..., None]
         if style == "photo":
-            img = ndimage.gaussian_filter(img, (rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.2), 0))
-        img = img + rng.normal(0, rng.uniform(0.005, 0.03), img.shape)
+            img = blur(img.astype(np.float32), rng.uniform(0.3, 1.2))
+        sigma = noise if noise is not None else rng.uniform(0.005, 0.03)
+        img = img + rng.normal(0, sigma, img.shape)
     image = _to_image(img, gray=style == "scan")
     if style == "paper":
         return _encode(image, "PNG", compress_level=1), style
-    return _encode(image, "JPEG", quality=int(rng.integers(35, 90))), style
+    return _encode(image, "JPEG", quality=quality or int(rng.integers(35, 90))), style
+
+
+def blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(a, (0, 0), sigma)
 
 
 def _to_image(img: np.ndarray, gray: bool) -> Image.Image:
@@ -209,11 +221,28 @@ def blank(rng) -> object:
     return render(np.zeros((1, 1), np.float32), rng, canvas=(H, W), style=style)[0]
 
 
-LETTERS = "ACEFHKLMNPRUVWXYaefhkmnprtuvwxy"  # none that a person would also write as a digit
+# capital letters as pen strokes (no fonts anywhere in the corpus): none a person would also write as a digit
+LETTERS = {
+    "A": [[(0.1, 1), (0.5, 0), (0.9, 1)], [(0.27, 0.6), (0.73, 0.6)]],
+    "E": [[(0.8, 0), (0.2, 0), (0.2, 1), (0.8, 1)], [(0.2, 0.5), (0.7, 0.5)]],
+    "F": [[(0.8, 0), (0.2, 0), (0.2, 1)], [(0.2, 0.5), (0.7, 0.5)]],
+    "H": [[(0.2, 0), (0.2, 1)], [(0.8, 0), (0.8, 1)], [(0.2, 0.5), (0.8, 0.5)]],
+    "K": [[(0.2, 0), (0.2, 1)], [(0.8, 0), (0.2, 0.55)], [(0.38, 0.42), (0.85, 1)]],
+    "M": [[(0.1, 1), (0.15, 0), (0.5, 0.6), (0.85, 0), (0.9, 1)]],
+    "N": [[(0.2, 1), (0.2, 0), (0.8, 1), (0.8, 0)]],
+    "V": [[(0.1, 0), (0.5, 1), (0.9, 0)]],
+    "W": [[(0.05, 0), (0.25, 1), (0.5, 0.35), (0.75, 1), (0.95, 0)]],
+    "X": [[(0.15, 0), (0.85, 1)], [(0.85, 0), (0.15, 1)]],
+    "Y": [[(0.1, 0), (0.5, 0.5), (0.9, 0)], [(0.5, 0.5), (0.5, 1)]],
+    "m": [[(0.1, 1), (0.1, 0.35)], [(0.1, 0.5)] + [(0.3 + 0.2 * np.cos(t), 0.5 - 0.15 * np.sin(t))
+                                                    for t in np.linspace(np.pi, 0, 8)] + [(0.5, 1)],
+          [(0.5, 0.5)] + [(0.7 + 0.2 * np.cos(t), 0.5 - 0.15 * np.sin(t)) for t in np.linspace(np.pi, 0, 8)]
+          + [(0.9, 1)]],
+}
 
 
 def not_a_digit(rng) -> tuple[np.ndarray, str]:
-    """Ink that is not a digit: random noise, a scribble or a letter."""
+    """Ink that is not a digit: random noise, a scribble or a letter (drawn with a pen)."""
     kind = str(rng.choice(["noise", "scribble", "letter"]))
     size = int(rng.integers(60, 300))
     if kind == "noise":
@@ -223,11 +252,8 @@ def not_a_digit(rng) -> tuple[np.ndarray, str]:
         pts = [tuple(p) for p in rng.uniform(0.1, 0.9, (int(rng.integers(5, 14)), 2)) * size]
         ImageDraw.Draw(canvas).line(pts, fill=255, width=max(2, size // 15), joint="curve")
         return np.asarray(canvas, np.float32) / 255, kind
-    font = ImageFont.load_default(size=size * 0.8)
-    canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).text((size * 0.1, 0), str(rng.choice(list(LETTERS))), fill=255, font=font)
-    canvas = canvas.filter(ImageFilter.MaxFilter(max(1, size // 40) * 2 + 1))  # a pen, not a thin font
-    return np.asarray(canvas, np.float32) / 255, kind
+    letter = str(rng.choice(list(LETTERS)))
+    return draw_strokes(LETTERS[letter], size, rng, rng.uniform(0.06, 0.14)), kind
 
 
 def make_corpus(images: np.ndarray, labels: np.ndarray, n_single: int = 200, n_strings: int = 60,
@@ -249,5 +275,243 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, n_single: int = 200, n_s
     for _ in range(n_other):
         ink, kind = not_a_digit(rng)
         data, style = render(ink, rng)
+        samples.append(Sample("other", data, "", kind))
+    return samples
+
+
+# ---------------------------------------------------------------------------- the realistic suite
+# Each category is one way real digit images differ from MNIST (issue 10). All of it is generated
+# from MNIST *test* digits and procedural pen strokes: nothing here may be tuned on other handwriting.
+SINGLE_CATEGORIES = ("frame16_gray", "frame16_1bit_thick", "bit32", "lowres", "pen_mnist", "pen_drawn",
+                     "photo", "mixed")
+ROW_CATEGORIES = ("row", "pair_touching", "row_touching")
+
+
+def ink_crop(image28: np.ndarray, level: int = 0) -> np.ndarray:
+    """The digit cut to its ink's bounding box, float 0-1."""
+    rows, cols = np.flatnonzero(image28.max(1) > level), np.flatnonzero(image28.max(0) > level)
+    return image28[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32) / 255
+
+
+def _scan(ink: np.ndarray, rng, bits: bool, upscale: int) -> bytes:
+    """A small scan (ink 0-1) as a file: dark on white mostly, blown up blocky or smooth sometimes."""
+    a = ink if rng.random() < 0.25 else 1 - ink  # a quarter white-on-black, as some collections store them
+    if bits:
+        a = (a > 0.5).astype(np.float32)
+    if upscale > 1:
+        interp = cv2.INTER_NEAREST if bits or rng.random() < 0.5 else cv2.INTER_CUBIC
+        a = np.clip(cv2.resize(a, (a.shape[1] * upscale, a.shape[0] * upscale), interpolation=interp), 0, 1)
+    image = Image.fromarray((a * 255 + 0.5).astype(np.uint8), "L")
+    return _encode(image.convert("1") if bits and upscale == 1 else image, "PNG")
+
+
+def frame_filling(image28: np.ndarray, rng, side: int = 16, bits: bool = False, thick: bool = False) -> bytes:
+    """A digit cut to its ink and resized to side x side, aspect not kept (a cell cut from a form;
+    how several public collections store digits), optionally thickened and binarized, then stored
+    as is or upscaled 7x."""
+    x = image28
+    if thick:
+        x = cv2.dilate(x, np.ones((3, 3), np.uint8))
+    ink = cv2.resize(ink_crop(x, 40), (side, side), interpolation=cv2.INTER_AREA)
+    ink = ink / max(float(ink.max()), 1e-6)
+    return _scan(ink, rng, bits, 7 if rng.random() < 0.7 else 1)
+
+
+def bitmap32(image28: np.ndarray, rng) -> bytes:
+    """A 32x32 1-bit bitmap, the digit scaled to fill its height (aspect kept), centred."""
+    ink = ink_crop(image28, 40)
+    h, w = ink.shape
+    f = 30 / max(h, w)
+    small = cv2.resize(ink, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    a = np.zeros((32, 32), np.float32)
+    top, left = (32 - small.shape[0]) // 2, (32 - small.shape[1]) // 2
+    a[top:top + small.shape[0], left:left + small.shape[1]] = small / max(float(small.max()), 1e-6)
+    return _scan(a, rng, True, int(rng.choice([1, 4, 8])))
+
+
+def low_resolution(image28: np.ndarray, rng) -> bytes:
+    """An 8x8-15x15 scan (aspect kept, a pixel of margin), blown up blocky or smooth to 100-200 px."""
+    side = int(rng.integers(8, 16))
+    ink = ink_crop(image28, 40)
+    h, w = ink.shape
+    f = (side - 2) / max(h, w)
+    small = cv2.resize(ink, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    a = np.zeros((side, side), np.float32)
+    top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    a[top:top + small.shape[0], left:left + small.shape[1]] = small / max(float(small.max()), 1e-6)
+    return _scan(a, rng, False, max(2, int(rng.integers(100, 200)) // side))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning of a boolean image to one-pixel-wide lines (the pen's trajectory)."""
+    m = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(np.roll(m, -dy, 0), -dx, 1) for dy, dx in
+                 ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))]  # P2..P9
+            b = sum(p)
+            a = sum(((p[i] == 0) & (p[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
+            if step == 0:
+                c1, c2 = p[0] * p[2] * p[4], p[2] * p[4] * p[6]
+            else:
+                c1, c2 = p[0] * p[2] * p[6], p[0] * p[4] * p[6]
+            remove = (m == 1) & (b >= 2) & (b <= 6) & (a == 1) & (c1 == 0) & (c2 == 0)
+            if remove.any():
+                m[remove] = 0
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def pen_trajectory(image28: np.ndarray, size: int, width: float) -> np.ndarray:
+    """An MNIST digit's trajectory (its skeleton at 4x) redrawn the way a canvas draws: constant
+    pen `width` in pixels, round caps and joints, anti-aliased. Float [size, size], ink 1."""
+    big = cv2.resize(image28, (112, 112), interpolation=cv2.INTER_CUBIC) > 100
+    ys, xs = np.nonzero(skeleton(big))
+    ss = 4  # supersampling
+    f = size * ss / 112
+    canvas = np.zeros((size * ss, size * ss), np.uint8)
+    on = set(zip(ys.tolist(), xs.tolist(), strict=True))
+    thickness = max(1, round(width * ss))
+    for y, x in on:
+        p = (round(x * f), round(y * f))
+        cv2.circle(canvas, p, thickness // 2, 255, -1, cv2.LINE_AA)
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            if (y + dy, x + dx) in on:
+                cv2.line(canvas, p, (round((x + dx) * f), round((y + dy) * f)), 255, thickness, cv2.LINE_AA)
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+
+
+def pen_canvas(ink: np.ndarray, rng, side: int = 280) -> bytes:
+    """A web drawing pad's export: the digit on a side x side canvas, white on black, black on white
+    or coloured on transparent."""
+    h, w = ink.shape
+    a = np.zeros((side, side), np.float32)
+    top, left = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+    a[top:top + h, left:left + w] = ink
+    style = rng.integers(3)
+    if style == 2:
+        color = rng.uniform(0, 0.4, 3) if rng.random() < 0.7 else rng.uniform(0.6, 1, 3)
+        rgba = np.dstack([np.broadcast_to(color, (side, side, 3)), a]) * 255
+        return _encode(Image.fromarray((rgba + 0.5).astype(np.uint8), "RGBA"), "PNG")
+    g = a if style == 0 else 1 - a
+    return _encode(Image.fromarray((g * 255 + 0.5).astype(np.uint8), "L"), "PNG")
+
+
+def phone_photo(image28: np.ndarray, rng, canvas: tuple[int, int] = (3000, 4000), digit: int = 600) -> bytes:
+    """A phone photo (12 MP by default) of a digit on paper: lamp gradient, a shadow, noise, JPEG.
+    Made in uint8 with the lighting computed small, so a 12 MP sample costs well under a second."""
+    H, W = canvas
+    ink = cv2.resize(ink_crop(image28), (digit * 3 // 4, digit), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    top, left = int(rng.integers(0, H - ink.shape[0])), int(rng.integers(0, W - ink.shape[1]))
+    yy, xx = np.mgrid[0:48, 0:64] / 64.0
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx + np.sin(angle) * yy
+    light = 1 - rng.uniform(0.1, 0.4) * (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+    across = xx * np.cos(angle + 1) + yy * np.sin(angle + 1) - rng.uniform(0.3, 0.9)
+    light = light * (1 - rng.uniform(0.15, 0.3) / (1 + np.exp(-across * 25)))
+    light = cv2.resize(light.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+    paper = np.full((H, W), rng.uniform(0.8, 0.95), np.float32)
+    paper[top:top + ink.shape[0], left:left + ink.shape[1]] -= ink * rng.uniform(0.55, 0.75)
+    noise = rng.normal(0, rng.uniform(0.01, 0.04), (H // 4, W // 4)).astype(np.float32)
+    gray = paper * light + cv2.resize(noise, (W, H), interpolation=cv2.INTER_NEAREST)
+    u8 = (np.clip(gray, 0, 1) * 255 + 0.5).astype(np.uint8)
+    tint = rng.uniform(0.9, 1.0, 3)
+    rgb = np.dstack([(u8 * t).astype(np.uint8) for t in tint])
+    return _encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=int(rng.integers(70, 92)))
+
+
+def touching_row(images, labels, rng, n: int) -> tuple[np.ndarray, str]:
+    """n digits side by side, each pushed left until its ink really touches its neighbour's (then
+    0-2 px more): the strokes overlap, as digits written too close do."""
+    height = int(rng.integers(40, 110))
+    row = np.zeros((height + 10, n * 2 * height), np.float32)
+    text, right = "", 5
+    for k in range(n):
+        if rng.random() < 0.7:
+            i = int(rng.integers(len(images)))
+            ink, t = mnist_digit(images[i], height, rng), str(int(labels[i]))
+        else:
+            d = int(rng.integers(10))
+            ink, t = drawn_digit(d, height, rng, width=rng.uniform(0.06, 0.12)), str(d)
+        cols = np.flatnonzero(ink.max(axis=0) > 0.1)
+        p = ink[:, cols[0]:cols[-1] + 1]
+        dy = int(rng.integers(0, 10))
+        x = right
+        if k:
+            for shift in range(0, p.shape[1] // 2):
+                region = row[dy:dy + p.shape[0], right - shift:right - shift + p.shape[1]]
+                if ((region > 0.3) & (p[:region.shape[0], :region.shape[1]] > 0.3)).any():
+                    x = right - shift - int(rng.integers(0, 3))
+                    break
+            else:
+                x = right - p.shape[1] // 2
+        region = row[dy:dy + p.shape[0], x:x + p.shape[1]]
+        np.maximum(region, p[:region.shape[0], :region.shape[1]], out=region)
+        right = x + p.shape[1]
+        text += t
+    return row[:, : right + 2], text
+
+
+def make_suite(images: np.ndarray, labels: np.ndarray, n: int = 100, n_rows: int = 100, n_blank: int = 50,
+               n_other: int = 100, n_phone: int = 0, seed: int = 0) -> list[Sample]:
+    """The realistic suite: `n` single digits per category of SINGLE_CATEGORIES (plus `n_phone`
+    12 MP phone photos, style "photo12mp"), `n_rows` rows per ROW_CATEGORIES, blanks and non-digits.
+    Deterministic for a seed; digits are drawn from `images` (MNIST test) without tuning on them."""
+    rng = np.random.default_rng(seed)
+    samples: list[Sample] = []
+
+    def pick() -> tuple[np.ndarray, str]:
+        i = int(rng.integers(len(images)))
+        return images[i], str(int(labels[i]))
+
+    for category in SINGLE_CATEGORIES:
+        for _ in range(n):
+            x, truth = pick()
+            if category == "frame16_gray":
+                data = frame_filling(x, rng)
+            elif category == "frame16_1bit_thick":
+                data = frame_filling(x, rng, bits=True, thick=True)
+            elif category == "bit32":
+                data = bitmap32(x, rng)
+            elif category == "lowres":
+                data = low_resolution(x, rng)
+            elif category == "pen_mnist":
+                size = int(rng.integers(150, 250))
+                width = float(np.exp(rng.uniform(np.log(2), np.log(30))))  # hairline to marker
+                data = pen_canvas(pen_trajectory(x, size, width), rng)
+            elif category == "pen_drawn":
+                d = int(rng.integers(10))
+                truth = str(d)
+                data = pen_canvas(drawn_digit(d, int(rng.integers(150, 250)), rng, rng.uniform(0.02, 0.16)), rng)
+            elif category == "photo":
+                ink = mnist_digit(x, int(rng.integers(80, 400)), rng)
+                f = rng.uniform(1.5, 4.0)
+                data, _ = render(ink, rng, canvas=(int(ink.shape[0] * f), int(ink.shape[1] * f * 1.3)),
+                                 style="photo", noise=rng.uniform(0.01, 18 / 255), quality=int(rng.integers(60, 92)))
+            else:  # mixed: the older corpus's styles (canvas, inverted, RGBA, paper, photo, scan; rotated)
+                ink, truth = one_digit(images, labels, rng)
+                data, _ = render(ink, rng)
+            samples.append(Sample("single", data, truth, category))
+    for _ in range(n_phone):
+        x, truth = pick()
+        samples.append(Sample("single", phone_photo(x, rng), truth, "photo12mp"))
+    for category in ROW_CATEGORIES:
+        for _ in range(n_rows):
+            if category == "row":
+                ink, truth = digit_row(images, labels, rng, int(rng.integers(2, 11)), touching=False)
+            else:
+                ink, truth = touching_row(images, labels, rng, 2 if category == "pair_touching" else
+                                          int(rng.integers(3, 6)))
+            style = str(rng.choice(["canvas", "canvas_inverted", "rgba", "paper", "scan", "photo"]))
+            data, _ = render(ink, rng, canvas=(int(ink.shape[0] * rng.uniform(1.2, 2.5)),
+                                               int(ink.shape[1] * rng.uniform(1.05, 1.3))), style=style)
+            samples.append(Sample("row", data, truth, category))
+    for _ in range(n_blank):
+        samples.append(Sample("blank", blank(rng), "", "blank"))
+    for _ in range(n_other):
+        ink, kind = not_a_digit(rng)
+        data, _ = render(ink, rng)
         samples.append(Sample("other", data, "", kind))
     return samples
