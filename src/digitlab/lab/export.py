@@ -24,6 +24,7 @@ from digitlab import card as model_card
 from digitlab.errors import ModelError
 from digitlab.files import read_json
 from digitlab.progress import Progress
+from digitlab.reader.calibration import expected_calibration_error, fit_temperature
 from digitlab.reader.infer import BUNDLED, OnnxModel
 
 OPSET = 18
@@ -59,12 +60,42 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
     card = {**make_card(model, model_dir, run, quantize, bundle, None if bundle else out), **(card or {})}
     model_card.write(out, onnx_bytes, card)
     # The card's figures are measured on the written file itself, through onnxruntime.
-    bar.update(bar.total - 1, "scoring the exported file on the test set")
+    bar.update(bar.total - 1, "calibrating on the hold-out, scoring the exported file on the test set")
+    written = OnnxModel(out, threads=0)
+    validation = held_out(run, model.config)
+    if validation is not None:
+        card["temperature"] = fit_temperature(written.predict_proba(validation[0], 1.0), validation[1])
+        card["calibration"] = (f"temperature fitted on the run's {run['split']['val_images']:,} held-out validation "
+                               "images (the training split's hold-out"
+                               + (" and as many realistic renderings of them" if model.config.realistic_views
+                                  else "") + "); the test split only measures")
     x_test, y_test = load(run["dataset"], "test")
-    card["test"] = OnnxModel(out, threads=0).score(x_test, y_test)
+    card["test"] = written.score(x_test, y_test)
+    card["test"]["ece"] = round(expected_calibration_error(written.predict_proba(x_test, card["temperature"]),
+                                                           y_test), 5)
     model_card.write(out, onnx_bytes, card)
     bar.close("done", done=bar.total)
     return out
+
+
+def held_out(run: dict, config) -> tuple[np.ndarray, np.ndarray] | None:
+    """The validation images the run held out of training (recomputed from its seed), plus one
+    realistic rendering of each when it trained on those: what calibration is fitted on."""
+    from digitlab.data import holdout, load
+
+    split = run.get("split") or {}
+    if not split.get("val_images"):
+        return None
+    images, labels = load(run["dataset"], "train")
+    if split.get("limit"):
+        images, labels = images[:split["limit"]], labels[:split["limit"]]
+    _, (x_val, y_val) = holdout(images, labels, run["seed"])
+    if getattr(config, "realistic_views", 0):
+        from .augment import realistic_views
+
+        x_val = np.concatenate([x_val, realistic_views(x_val, 1, seed=run["seed"] + 1)[0]])
+        y_val = np.concatenate([y_val, y_val])
+    return x_val, y_val
 
 
 def read_run(model_dir: Path) -> dict:

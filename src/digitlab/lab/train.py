@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
+    realistic_views: int = 0  # renderings per image as real collections store them (lab/augment.py)
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"  # auto | fp32 | bf16; a trained model's config records the one used (resolve_precision)
@@ -189,8 +190,11 @@ class Learner:
         cfg = self.config
         layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.net = self.net.to(self.device).to(memory_format=layout)
+        # x is [N, 1, 28, 28], or [views, N, 1, 28, 28] holding several renderings of each image,
+        # of which every epoch draws one per image.
         x, y = x.to(self.device), y.to(self.device)
-        self.n_batches = math.ceil(len(x) / cfg.batch_size)
+        n = len(y)
+        self.n_batches = math.ceil(n / cfg.batch_size)
         self._start_schedule()
         self._call("on_train_begin")
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -198,14 +202,19 @@ class Learner:
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
             # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
             epoch_seed = cfg.seed * 1000 + self.epoch
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch_seed)).to(self.device)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).to(self.device)
             generator = torch.Generator().manual_seed(epoch_seed + 500)
             torch.manual_seed(epoch_seed + 700)
             train_mode(self.net)
             t0 = time.perf_counter()
-            xs, ys = x[order].contiguous(memory_format=layout), y[order]
+            if x.ndim == 5:
+                view = torch.randint(len(x), (n,), generator=generator).to(self.device)
+                xs = x[view, order].contiguous(memory_format=layout)
+            else:
+                xs = x[order].contiguous(memory_format=layout)
+            ys = y[order]
             self._loss_sum, self._correct, self._seen = 0.0, 0, 0
-            for self.batch, start in enumerate(range(0, len(x), cfg.batch_size), 1):
+            for self.batch, start in enumerate(range(0, n, cfg.batch_size), 1):
                 xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)

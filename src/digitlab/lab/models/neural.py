@@ -75,6 +75,11 @@ class NeuralClassifier(Classifier):
         xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
         if self.config.lr <= 0:
             self.find_lr(xt, yt)
+        if self.config.realistic_views:  # the originals plus their renderings: [views, N, 1, 28, 28]
+            from digitlab.lab.augment import realistic_views
+
+            views = realistic_views(x, self.config.realistic_views, seed=self.config.seed)
+            xt = torch.stack([xt, *(to_tensor(v) for v in views)])
         if self.learner is None:
             self.learner = Learner(self.net, self.config, device=self.device)
             self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
