@@ -258,7 +258,7 @@ def test_bundled_card_names_a_digitlab_command_that_parses():
     for argv in (train, export):
         args = build_parser().parse_args(argv[1:])
         assert callable(args.func)
-    assert build_parser().parse_args(train[1:]).no_holdout
+    assert not build_parser().parse_args(train[1:]).no_holdout  # the temperature is fitted on the hold-out
 
 
 def test_training_leaves_the_callers_random_state_alone(small):
