@@ -11,7 +11,6 @@ from pathlib import Path
 from PIL import Image
 
 from digitlab import reader
-from digitlab.data import image_files
 from digitlab.errors import DigitlabError
 from digitlab.files import atomic_write_bytes
 
@@ -25,6 +24,8 @@ def predict_inputs(paths: list[str]) -> list[tuple[str, object]]:
         if p == "-":
             inputs.append(("-", sys.stdin.buffer.read()))
         elif Path(p).is_dir():
+            from digitlab.data import image_files  # the data package (and its registry) only for folders
+
             inputs.extend((str(f), str(f)) for f in image_files(p))
         else:
             inputs.append((p, p))
