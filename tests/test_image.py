@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from digitlab import reader
 from digitlab.errors import ImageError, NoDigitError
 from digitlab.reader.image import WORK_SIZE, load
-from digitlab.testing.hostile import CASES, _digit_gray, _encode
+from digitlab.testing.hostile import IMAGE_INPUTS, _digit_gray, _encode, image_case_id
 
 SECONDS = 10  # per case on a loaded 2-core machine; a bomb that decodes would take far longer or exhaust memory
 
@@ -24,7 +24,8 @@ def model():
     return reader.get_model()
 
 
-@pytest.mark.parametrize("name,build,expected", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,build,expected", [  # each one a case of the hostile registry (RELIABILITY.md)
+    pytest.param(*c, id=c[0], marks=pytest.mark.hostile(image_case_id(c[0]))) for c in IMAGE_INPUTS])
 def test_hostile_case(name, build, expected, model):
     data = build()
     start = time.perf_counter()

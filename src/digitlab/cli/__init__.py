@@ -7,6 +7,7 @@ Heavy modules (torch, sklearn) are imported inside the commands that need them, 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -116,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # stdout's reader left (`digitlab predict DIR | head`): stop quietly, like any Unix filter.
+        # Point stdout at /dev/null so Python's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
     except (OSError, ValueError) as e:
         print(f"digitlab: error: {e}", file=sys.stderr)
         return 1

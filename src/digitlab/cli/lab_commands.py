@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+from digitlab import card as model_card
+from digitlab.errors import ModelError
 from digitlab.files import atomic_write_json, read_json
 
 BUNDLED = "bundled"  # the word that names the model shipped with digitlab
@@ -158,14 +162,35 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
 
 # ---------------------------------------------------------------------------- own model: export
 def cmd_export(args: argparse.Namespace) -> int:
-    from digitlab import card as model_card
     from digitlab.lab.export import export
 
-    path = export(args.model_dir, out=args.out, quantize=args.quantize, bundle=args.bundle)
+    path = export_bundle(args) if args.bundle else export(args.model_dir, out=args.out, quantize=args.quantize)
     card = model_card.read(path)
     print(f"{args.model_dir} -> {path} ({path.stat().st_size / 1e3:.0f} kB, {card['format']}); "
           f"test accuracy {card['test']['accuracy']:.4f}; card {path.with_suffix('.json')}, {path.with_suffix('.md')}")
     return 0
+
+
+def export_bundle(args: argparse.Namespace) -> Path:
+    """--bundle: export beside the shipped model, and replace it only if the new one is at least as
+    accurate on the MNIST test set (both cards' `test.accuracy`), or with --force."""
+    from digitlab.lab.export import export
+    from digitlab.reader import infer
+
+    shipped = infer.BUNDLED
+    with tempfile.TemporaryDirectory(dir=shipped.parent, prefix=".export-") as tmp:  # same file system: rename
+        staged = export(args.model_dir, out=Path(tmp) / shipped.name, quantize=args.quantize, bundle=True)
+        new = model_card.read(staged)["test"]["accuracy"]
+        try:
+            old = model_card.read(shipped)["test"]["accuracy"] if shipped.is_file() else None
+        except ModelError:  # a damaged shipped model has no accuracy worth keeping
+            old = None
+        if old is not None and new < old and not args.force:
+            raise ModelError(f"{args.model_dir}: test accuracy {100 * new:.2f}% is below the shipped model's "
+                             f"{100 * old:.2f}%; {shipped} left as it is (--force replaces it anyway)")
+        for suffix in (".json", ".md", ".onnx"):  # the model last: a crash between leaves the old model working
+            os.replace(staged.with_suffix(suffix), shipped.with_suffix(suffix))
+    return shipped
 
 
 def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
@@ -173,7 +198,9 @@ def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
     p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
     p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
-    p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab")
+    p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab "
+                   "(refused if less accurate than the shipped one)")
+    p.add_argument("--force", action="store_true", help="with --bundle: replace the shipped model even if worse")
     p.set_defaults(func=cmd_export)
 
 

@@ -5,67 +5,295 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
+import os
+import signal
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from digitlab import reader
-from digitlab.errors import DigitlabError
-from digitlab.files import atomic_write_bytes
-
+from digitlab.errors import DigitlabError, ImageError
+from digitlab.files import atomic_write_bytes, atomic_write_text
+from digitlab.reader.image import Loaded, load
+from digitlab.reader.preprocess import composite_alpha, ink_map, small_copy
+from digitlab.reader.recognize import components
 
 # ---------------------------------------------------------------------------- predict (reader)
-def predict_inputs(paths: list[str]) -> list[tuple[str, object]]:
-    """(name, source) per input: files as given, folders' images recursively, "-" = stdin's bytes."""
+# Folders are read over worker processes (one per core), answers printed in input order. With
+# --out, answers go to a journal (FILE.partial) as they come, each one line appended in one write
+# and fsynced every second, and the journal becomes FILE when the run ends; a rerun after a crash or
+# a kill skips every input the journal already answers, so nothing is redone and nothing is lost.
+PARALLEL_MIN = 100  # fewer inputs: one process (each worker loads the model: not worth it for a handful)
+SYNC_EVERY_S = 1.0
+HINT_SIZE = 64  # the several-digits hint looks at a copy this small: cheap, and enough to tell digits apart
 
+
+@dataclass(frozen=True)
+class PredictOptions:
+    multi: bool = False
+    min_confidence: float = 0.0
+    explain: str | None = None
+    model: str | None = None
+
+
+def probability(text: str) -> float:
+    """argparse type for --min-confidence: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a probability), got {text}")
+    return value
+
+
+def predict_inputs(paths: list[str]) -> list[tuple[str, object]]:
+    """(name, source) per input: files as given, folders' images recursively, "-" = stdin's bytes.
+    A folder without images is one failed input (its source is the error)."""
     inputs: list[tuple[str, object]] = []
     for p in paths:
         if p == "-":
             inputs.append(("-", sys.stdin.buffer.read()))
         elif Path(p).is_dir():
-            from digitlab.data import image_files  # the data package (and its registry) only for folders
+            from digitlab.data import image_files  # the data package (its registry, urllib) only for folders
+            from digitlab.data.folder import IMAGE_SUFFIXES
 
-            inputs.extend((str(f), str(f)) for f in image_files(p))
+            found = image_files(p)
+            if not found:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                inputs.append((p, ImageError(f"{p}: no images in this folder (looked for {kinds})")))
+            inputs.extend((str(f), str(f)) for f in found)
         else:
             inputs.append((p, p))
     return inputs
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    model = reader.get_model(args.model)
-    explain = Path(args.explain) if args.explain else None
-    failed = 0
-    for n, (name, source) in enumerate(predict_inputs(args.paths)):
-        try:
-            if args.multi:
-                result = reader.read(source, model, args.min_confidence)
-                record = {"file": name, **result.as_dict()}
-                seen = [d.image for d in result.digits]
-                line = result.text or "no digit"
-            else:
-                result = reader.classify(source, model, args.min_confidence)
-                record = {"file": name, **reader.as_dict(result)}
-                seen = [result["image"]] if result["image"] is not None else []
-                line = result["status"] if result["label"] is None else str(result["label"])
-                line += f" ({100 * result['confidence']:.1f}%)" if result["probabilities"] else ""
-            if explain:
-                _write_explain(explain, n, name, seen)
-        except DigitlabError as e:
-            failed += 1
-            record, line = {"file": name, "error": str(e)}, f"error: {e}"
-        print(json.dumps(record) if args.json else f"{name}: {line}", flush=True)
-    return 1 if failed else 0
+def answer(n: int, name: str, source: object, model, options: PredictOptions) -> dict:
+    """One input -> its record: the answer, or {"file", "error"}. Never raises a DigitlabError."""
+    try:
+        if isinstance(source, DigitlabError):
+            raise source
+        image = load(source)  # decoded once, for the reading and the several-digits hint
+        if options.multi:
+            result = reader.read(image, model, options.min_confidence)
+            record = {"file": name, **result.as_dict()}
+            seen = [d.image for d in result.digits]
+        else:
+            result = reader.classify(image, model, options.min_confidence)
+            record = {"file": name, **reader.as_dict(result)}
+            seen = [result["image"]] if result["image"] is not None else []
+            if result["status"] != "no digit" and (count := digit_count(image)) > 1:
+                record["hint"] = f"looks like {count} digits: use --multi to read them as a number"
+        if options.explain:
+            write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
+                          "" if seen else "-no-digit")
+    except DigitlabError as e:
+        record = {"file": name, "error": str(e)}
+    return record
 
 
-def _write_explain(folder: Path, n: int, name: str, images: list) -> None:
-    """The 28x28 image(s) the model saw, as PNGs named after the input."""
+def digit_count(image: Loaded) -> int:
+    """How many digit-sized ink blobs the image holds, on a copy reduced to HINT_SIZE px (cheap):
+    the reader's own ink map and blob grouping, counting groups at least half as tall as the tallest."""
+    alpha = None if image.alpha is None else small_copy(image.alpha, HINT_SIZE)
+    small = Loaded(small_copy(image.gray, HINT_SIZE), alpha, image.scale, image.size)
+    try:
+        _, groups = components(ink_map(small).ink)
+    except DigitlabError:  # blank at this size: no hint
+        return 0
+    heights = [box[3] - box[1] for box, _ in groups]
+    return sum(h >= 0.5 * max(heights) for h in heights)
+
+
+def what_the_reader_saw(image: Loaded) -> np.ndarray:
+    """For "no digit": the grey image the reader worked from (transparency composited), contrast
+    stretched so that faint marks show, as uint8."""
+    gray = image.gray if image.alpha is None else composite_alpha(image.gray, image.alpha)
+    low, high = int(gray.min()), int(gray.max())
+    if high == low:
+        return np.zeros_like(gray)
+    return ((gray.astype(np.float32) - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+
+
+def write_explain(folder: Path, n: int, name: str, images: list, suffix: str = "") -> None:
+    """The 28x28 image(s) the model saw (or, for "no digit", what the reader saw), as PNGs named after the input."""
     stem = "stdin" if name == "-" else Path(name).stem
     for i, image in enumerate(images):
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        suffix = f"-{i}" if len(images) > 1 else ""
-        atomic_write_bytes(folder / f"{n:03d}-{stem}{suffix}.png", buf.getvalue())
+        part = f"-{i}" if len(images) > 1 else ""
+        atomic_write_bytes(folder / f"{n:03d}-{stem}{part}{suffix}.png", buf.getvalue())
+
+
+def format_line(record: dict) -> str:
+    """The plain-text line of one record: "name: 7 (99.9%)"."""
+    if "error" in record:
+        line = f"error: {record['error']}"
+    elif "text" in record:
+        line = record["text"] or "no digit"
+    else:
+        line = record["status"] if record["label"] is None else str(record["label"])
+        line += f" ({100 * record['confidence']:.1f}%)" if record["probabilities"] else ""
+    if "hint" in record:
+        line += f" [{record['hint']}]"
+    return f"{record['file']}: {line}"
+
+
+_WORKER: dict = {}  # per worker process: its own model, loaded once
+
+
+def _init_worker(options: PredictOptions) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    try:
+        _WORKER["model"] = reader.get_model(options.model)
+    except DigitlabError as e:  # an exception here would make the pool restart workers forever
+        _WORKER["model"] = e
+    _WORKER["options"] = options
+
+
+def _answer_in_worker(task: tuple[int, str, object]) -> dict:
+    model = _WORKER["model"]
+    if isinstance(model, DigitlabError):
+        return {"file": task[1], "error": str(model)}
+    return answer(*task, model, _WORKER["options"])
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def answers(tasks: list[tuple[int, str, object]], options: PredictOptions, jobs: int) -> Iterator[dict]:
+    """Records in input order: in this process for a few inputs, else over `jobs` worker processes."""
+    jobs = min(jobs or usable_cpus(), len(tasks))
+    if jobs <= 1 or len(tasks) < PARALLEL_MIN:
+        model = reader.get_model(options.model)
+        for task in tasks:
+            yield answer(*task, model, options)
+        return
+    pool = multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(options,))
+    try:
+        yield from pool.imap(_answer_in_worker, tasks, chunksize=max(1, min(32, len(tasks) // (8 * jobs))))
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+class ResultsFile:
+    """--out FILE: answers kept durably as they come, resumable after a crash or a kill.
+
+    Answers are appended to FILE.partial (one write per line, fsynced every second); the end of the
+    run writes FILE, in input order, atomically, and removes the journal. Opening it again reads back
+    FILE and any journal: answered inputs are skipped; failed ones and a half-written last line are
+    read again."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.journal = self.path.with_name(self.path.name + ".partial")
+        self.records: dict[str, dict] = {}
+        for source in (self.path, self.journal):
+            for record in read_records(source):
+                if "error" not in record and record.get("file") not in (None, "-"):
+                    self.records[record["file"]] = record
+        self.earlier = len(self.records)
+        atomic_write_text(self.journal, "".join(json.dumps(r) + "\n" for r in self.records.values()))
+        self.fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        self.synced = time.monotonic()
+
+    def answered(self, name: str) -> bool:
+        return name != "-" and name in self.records
+
+    def add(self, record: dict) -> None:
+        os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
+        self.records[record["file"]] = record
+        if time.monotonic() - self.synced > SYNC_EVERY_S:
+            os.fsync(self.fd)
+            self.synced = time.monotonic()
+
+    def close(self) -> None:
+        """Interrupted: the journal stays, synced, for the next run to resume from."""
+        if self.fd >= 0:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+    def finish(self, names: list[str]) -> None:
+        """Writes FILE: this run's inputs in order, then earlier answers for other inputs."""
+        self.close()
+        ordered = {n: self.records[n] for n in names if n in self.records}
+        ordered.update(self.records)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in ordered.values()))
+        self.journal.unlink(missing_ok=True)
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON records of a JSONL file, skipping lines that do not parse (a write cut short)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    options = PredictOptions(args.multi, args.min_confidence, args.explain, args.model)
+    if args.out and Path(args.out).is_dir():
+        raise DigitlabError(f"--out {args.out}: is a folder; give a file name, e.g. {Path(args.out) / 'results.jsonl'}")
+    if args.model:
+        reader.get_model(args.model)  # a bad --model is one error now, not one per input
+    inputs = predict_inputs(args.paths)
+    results = ResultsFile(args.out) if args.out else None
+    tasks = [(n, name, source) for n, (name, source) in enumerate(inputs)
+             if not (results and results.answered(name))]
+    if results and results.earlier:
+        print(f"digitlab: {args.out}: {len(inputs) - len(tasks):,} of {len(inputs):,} inputs already answered; "
+              f"reading the other {len(tasks):,}", file=sys.stderr)
+    # auto: only on a terminal, and only once the work has taken 2 s; --progress: always, at once
+    auto = args.progress is None
+    bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, leave=False, dynamic_ncols=True,
+               delay=2.0 if auto else 0.0, disable=None if auto else not args.progress)
+    share_terminal = not bar.disable and sys.stdout.isatty() and sys.stderr.isatty()
+    failed = 0
+    stream = answers(tasks, options, args.jobs)
+    try:
+        for record in stream:
+            failed += "error" in record
+            if results:
+                results.add(record)
+            else:
+                line = json.dumps(record) if args.json else format_line(record)
+                if share_terminal:  # clear the bar, print, redraw it below
+                    bar.write(line, file=sys.stdout)
+                else:
+                    print(line, flush=True)
+            bar.update()
+    except BaseException:
+        if results:
+            results.close()
+            print(f"digitlab: answers so far kept in {results.journal}; run the same command again to resume",
+                  file=sys.stderr)
+        raise
+    finally:
+        stream.close()  # stops the worker processes now, not whenever the generator is collected
+        bar.close()
+    if results:
+        results.finish([name for name, _ in inputs])
+        print(f"digitlab: {args.out}: {len(inputs):,} inputs answered ({len(tasks):,} now, "
+              f"{len(inputs) - len(tasks):,} earlier), {failed:,} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_predict_commands(commands) -> None:
@@ -73,10 +301,16 @@ def add_predict_commands(commands) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive), or - for stdin")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--multi", action="store_true", help="read a row of digits as one number")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="abstain (label null / '?') below this confidence")
-    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here")
+    p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                   help="abstain (label null / '?') below this confidence, 0-1")
+    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
+                   "(for 'no digit': the grey image the reader saw)")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
+    p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
+                   "rerun the same command to resume an interrupted run")
+    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
     p.set_defaults(func=cmd_predict)
 
 

@@ -8,8 +8,10 @@ that claims 10^9 images fails with a clear error instead of an enormous allocati
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -45,6 +47,13 @@ def parse_header(head: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int
     return DTYPES[code], tuple(shape), header_len
 
 
+def payload_size(dtype: np.dtype, shape: tuple[int, ...], header_len: int) -> int:
+    """Bytes the header promises. Python ints: np.prod in int64 wraps around for four dimensions of
+    65,536 (2^64 -> 0), which let a 20-byte file pass the size check and crash in reshape (a
+    regression case in tests/test_idx_fuzz.py)."""
+    return header_len + math.prod(shape) * dtype.itemsize
+
+
 def decode(raw: bytes, name: str) -> np.ndarray:
     """Decodes the bytes of an IDX file (gzip or not) into an array in native byte order."""
     if raw[:2] == GZIP_MAGIC:
@@ -52,7 +61,7 @@ def decode(raw: bytes, name: str) -> np.ndarray:
     else:
         payload = raw
     dtype, shape, header_len = parse_header(payload[:20], name)
-    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = payload_size(dtype, shape, header_len)
     if len(payload) != expected:
         raise HeaderMismatchError(
             f"{name}: header says {'x'.join(map(str, shape))} {dtype.name} "
@@ -63,27 +72,31 @@ def decode(raw: bytes, name: str) -> np.ndarray:
 
 
 def gunzip(raw: bytes, name: str) -> bytes:
-    """Decompresses, first checking the header's claimed size against gzip's own size field."""
+    """Decompresses, first checking the header's claimed size against gzip's own size field, and
+    never inflating more than the header promises (so a gzip bomb costs nothing)."""
     # The gzip trailer stores the payload length mod 2^32: compare it with what the IDX header
     # claims before inflating anything, so an absurd header fails fast and allocates nothing.
     d = zlib.decompressobj(wbits=31)
     try:
         head = d.decompress(raw, 20)
         dtype, shape, header_len = parse_header(head, name)
-        expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = payload_size(dtype, shape, header_len)
         trailer_size = int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else -1
+        # at most one byte more than promised: enough to tell "longer" from "exact" (0 means unlimited to zlib)
+        room = min(max(expected + 1 - len(head), 1), sys.maxsize)
         if trailer_size != expected % 2**32:
             # Either the header lies or the file is cut short; inflate (bounded) to tell which.
-            body = d.decompress(d.unconsumed_tail, expected + 1 - len(head))
+            body = d.decompress(d.unconsumed_tail, room)
             if not d.eof and len(head) + len(body) <= expected:
                 raise TruncatedFileError(f"{name}: truncated gzip stream (file cut short?)")
-            raise HeaderMismatchError(
-                f"{name}: header says {'x'.join(map(str, shape))} ({expected:,} bytes) "
-                f"but the gzip payload holds {len(head) + len(body) + len(d.flush()):,} bytes"
-            )
-        body = d.decompress(d.unconsumed_tail)
+            held = f"{len(head) + len(body):,} bytes" if d.eof else "more"
+            raise HeaderMismatchError(f"{name}: header says {'x'.join(map(str, shape))} ({expected:,} bytes) "
+                                      f"but the gzip payload holds {held}")
+        body = d.decompress(d.unconsumed_tail, room)
     except zlib.error as e:
         raise CorruptFileError(f"{name}: corrupt gzip data ({e})") from None
+    if len(head) + len(body) > expected:  # the stream outgrows its own trailer's size field
+        raise CorruptFileError(f"{name}: corrupt gzip data (longer than its size field, {expected:,} bytes)")
     if not d.eof:
         raise TruncatedFileError(f"{name}: truncated gzip stream (file cut short?)")
     return head + body

@@ -44,7 +44,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
         raise ModelError(f"unknown quantization {quantize!r}; use int8")
     run = read_run(model_dir)
     norm = run["normalization"]
-    out = Path(BUNDLED if bundle else out or model_dir / ("model-int8.onnx" if quantize else "model.onnx"))
+    # bundle with an `out`: staged there first (the CLI's --bundle checks it before replacing the shipped model)
+    out = Path(out or (BUNDLED if bundle else model_dir / ("model-int8.onnx" if quantize else "model.onnx")))
     onnx_bytes = to_onnx(model.net)
     if quantize:
         train_images, _ = load(run["dataset"], "train")

@@ -1,18 +1,35 @@
-"""Hostile and odd inputs for the image loader, as data: CASES = [(name, builder, expected), ...].
+"""The hostile cases digitlab is tested against: one registry, from which RELIABILITY.md is generated.
 
-`builder()` returns what a user would pass (file bytes or a numpy array); `expected` is
-"error" (a one-line digitlab ImageError, nothing else), "result" (an answer: a digit, or "no digit"),
+Each `Case` says what is thrown at digitlab and the only outcome allowed. A test claims the cases it
+checks in one of two ways, and `scripts/reliability_table.py` runs those tests and writes each
+case's outcome into RELIABILITY.md:
+
+    @pytest.mark.hostile("cli-min-confidence-range")          # one test, one or more case ids
+    def test_min_confidence_out_of_range(...): ...
+
+    @pytest.mark.parametrize("case", hostile.area("idx"), ids=hostile.case_id)
+    def test_idx_case(case): ...                                # a parameter named `case` claims it
+
+Adding cases (any helper, any area): append `Case(...)`s to your area's list below (or start a new
+list and add it to CASES), claim each from a test as above, then run
+`python scripts/reliability_table.py`. Ids are unique, lower-case, `area-what`;
+tests/test_reliability.py fails when an id is reused, unclaimed, or missing from RELIABILITY.md.
+
+Image inputs are data with their builders: IMAGE_INPUTS = [(name, builder, expected), ...], where
+`builder()` returns what a user would pass (file bytes or a numpy array) and `expected` is "error"
+(a one-line digitlab ImageError, nothing else), "result" (an answer: a digit, or "no digit"),
 "result or error" (either, never anything else) or a digit "0"-"9" (that answer).
-tests/test_image.py runs every case through `digitlab.classify` with a time limit;
-RELIABILITY.md's table can be generated from this list.
-Crashers found by the fuzz tests are added here as regression cases.
+tests/test_image.py runs every one through `digitlab.classify` with a time limit (each is the
+registry case `image_case_id(name)`). Crashers found by the fuzz tests are added there as regression cases.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -22,6 +39,72 @@ from digitlab.reader.image import MAX_BYTES
 from .corpus import drawn_digit
 
 
+@dataclass(frozen=True)
+class Case:
+    id: str  # unique and stable: "area-what"
+    area: str  # cli, idx, files, image, http, model, training ...
+    tried: str  # what is thrown at digitlab, as a user would describe it
+    expected: str  # the only outcome allowed
+
+
+def _cases(area: str, *rows: tuple[str, str, str]) -> list[Case]:
+    return [Case(f"{area}-{what}", area, tried, expected) for what, tried, expected in rows]
+
+
+CLI_CASES = _cases(
+    "cli",
+    ("min-confidence-range", "`predict --min-confidence 1.5` (and -0.1, nan)",
+     "usage error naming the allowed range, exit 2, nothing on stdout"),
+    ("empty-folder", "`predict emptydir` (a folder with no images)",
+     "one line 'no images' on stdout/err, exit 1"),
+    ("missing-file", "`predict` on a path that does not exist, among good inputs",
+     "one error line for it, the others answered, exit 1"),
+    ("not-an-image", "`predict` on a text file with a .png name, among good inputs",
+     "one error line for it, the others answered, exit 1"),
+    ("broken-pipe", "`predict FOLDER | head -n 1`",
+     "quiet exit: nothing on stderr (no 'Broken pipe' message, no traceback)"),
+    ("several-digits", "an image holding several digits read without --multi",
+     "the answer plus a hint that it looks like several digits (try --multi)"),
+    ("explain-no-digit", "`--explain DIR` on a blank image",
+     "'no digit', and DIR still gets a PNG of what the reader saw"),
+    ("resume-after-kill", "`predict FOLDER --out results.jsonl` killed (SIGKILL) mid-run, then rerun",
+     "every input answered exactly once, earlier answers not redone"),
+    ("resume-after-partial-line", "results journal ending in a half-written line (killed inside a write)",
+     "the broken line is dropped and that input answered again, exactly once"),
+    ("progress-not-on-stdout", "a progress bar forced on while stdout is piped",
+     "stdout holds only answers; the bar goes to stderr"),
+    ("parallel-order", "a folder predicted over worker processes",
+     "answers in the same order and identical to a single process"),
+    ("export-worse-bundle", "`export --bundle` with a model less accurate than the shipped one",
+     "refused with both accuracies named, shipped model untouched; --force overrides"),
+)
+
+IDX_CASES = _cases(
+    "idx",
+    ("random-bytes", "random bytes (raw, and behind a gzip magic) as an IDX file",
+     "a DataError (or, rarely, a valid array), within 1 s and bounded memory"),
+    ("mutated-raw", "valid IDX files with bytes flipped, inserted, deleted, or cut short",
+     "an array matching the header or a DataError, within 1 s and bounded memory"),
+    ("mutated-gzip", "valid gzipped IDX files with bytes flipped, inserted, deleted, or cut short",
+     "an array matching the header or a DataError, within 1 s and bounded memory"),
+    ("header-overflow", "a 20-byte file whose header claims 65536^4 bytes (2^64: int64 wraps to 0)",
+     "HeaderMismatchError (was a ValueError from reshape)"),
+    ("huge-header", "a header claiming 10^9 images of 28x28",
+     "HeaderMismatchError at once, nothing large allocated"),
+    ("gzip-bomb", "a 100 kB gzip inflating to 100 MB behind a header claiming 10 bytes",
+     "an error after inflating at most what the header promises"),
+    ("zero-byte", "an empty file", "TruncatedFileError"),
+)
+
+FILES_CASES = _cases(
+    "files",
+    ("umask", "files written under umask 022 and 077",
+     "modes 0644 and 0600 (0o666 less the umask), never a fixed 0600"),
+    ("crash-mid-write", "an exception while the bytes are written",
+     "the previous file intact under the real name, no temporary file left"),
+)
+
+# ---------------------------------------------------------------------------- image inputs (the reader's)
 def _digit_gray(size: int = 120, digit: int = 7) -> np.ndarray:
     ink = drawn_digit(digit, size, np.random.default_rng(digit), width=0.1)
     return ((1 - ink) * 255 + 0.5).astype(np.uint8)  # dark pen on white
@@ -123,7 +206,7 @@ def big_blank_png() -> bytes:
     return _encode(Image.new("1", (7000, 7000), 1), "PNG")
 
 
-CASES: list[tuple[str, object, str]] = [
+IMAGE_INPUTS: list[tuple[str, object, str]] = [
     ("PNG decompression bomb (100,000 x 100,000 header)", png_bomb, "error"),
     ("GIF decompression bomb (65,535 x 65,535 header)", gif_bomb, "error"),
     ("TIFF decompression bomb (100,000 x 100,000 header)", tiff_bomb, "error"),
@@ -158,3 +241,36 @@ CASES: list[tuple[str, object, str]] = [
     ("object array", lambda: np.array([[object()]]), "error"),
     ("array 1 x 5000", lambda: np.zeros((1, 5000), np.uint8), "result"),
 ]
+
+
+IMAGE_OUTCOMES = {"error": "a one-line ImageError, within 10 s",
+                  "result": "an answer (a digit or 'no digit'), within 10 s",
+                  "result or error": "an answer or a one-line ImageError, within 10 s"}
+
+
+def image_case_id(name: str) -> str:
+    return "image-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+IMAGE_CASES = [Case(image_case_id(name), "image", name,
+                    IMAGE_OUTCOMES.get(expected, f"read as {expected}, within 10 s"))
+               for name, _, expected in IMAGE_INPUTS]
+HTTP_CASES: list[Case] = []  # the service helper adds HTTP cases here (area "http")
+
+CASES: list[Case] = CLI_CASES + IDX_CASES + FILES_CASES + IMAGE_CASES + HTTP_CASES
+
+
+def area(name: str) -> list[Case]:
+    return [c for c in CASES if c.area == name]
+
+
+def get(case_id: str) -> Case:
+    for c in CASES:
+        if c.id == case_id:
+            return c
+    raise KeyError(f"no hostile case {case_id!r} in digitlab.testing.hostile")
+
+
+def case_id(case: Case) -> str:
+    """pytest ids for a parametrized `case`: `ids=hostile.case_id`."""
+    return case.id
