@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _cpu import print_cpu
+
 
 def throughput(predict, images: np.ndarray, batch_size: int, repeats: int = 3) -> float:
     best = float("inf")
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=2000, help="single-image calls for the latency figures")
     args = parser.parse_args()
+    print_cpu()
 
     import torch
 

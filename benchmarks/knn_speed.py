@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from _cpu import print_cpu
 from digitlab.data import load, train_val_split
 from digitlab.lab import models
 
@@ -21,6 +22,7 @@ def timed(fn):
 
 
 def main() -> None:
+    print_cpu()
     from sklearn.neighbors import KNeighborsClassifier
 
     x, y = load("mnist", "train")

@@ -22,6 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from _cpu import print_cpu
 from digitlab import reader
 from digitlab.data import load
 from digitlab.reader.preprocess import PreprocessConfig, resize_only
@@ -87,6 +88,7 @@ def speed(model, xt: np.ndarray, repeat: int) -> None:
 
 
 def main() -> None:
+    print_cpu()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="ONNX model (default: the bundled one)")
     ap.add_argument("--n", type=int, default=200, help="single digits per category")

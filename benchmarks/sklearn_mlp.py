@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 import warnings
 
+from _cpu import print_cpu
 from digitlab.data import load, train_val_split
 from digitlab.lab import models
 
 
 def main() -> None:
+    print_cpu()
     import argparse
 
     import sklearn

@@ -98,7 +98,9 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path)
                                                  StopAfter(2)])
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 2
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["optimizer-2.safetensors",
-                                                                      "weights-2.safetensors"]
+                                                                      "rng-2.safetensors", "weights-2.safetensors"]
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["scheduler_state"]["last_epoch"] == 2 * 12  # 1,500 images in batches of 128: 12 a epoch
 
     resumed = make_model("mlp", **settings)
     resumed.resume(tmp_path)

@@ -287,9 +287,35 @@ def markdown(card: dict) -> str:
     if card.get("exported"):
         lines.append(f"- Exported: {card['exported']} ({card.get('environment', '')})")
     lines.append(f"- SHA-256 (of the .onnx file with this field read as zeros): `{card['sha256']}`")
-    text = "\n".join(lines) + "\n" + rows
+    text = "\n".join(lines) + "\n" + fine_tuning_markdown(card.get("fine_tuning")) + rows
     if card.get("architecture"):
         text += f"\n## Architecture\n\n```\n{card['architecture']}\n```\n"
     if config:
         text += f"\n## Training configuration\n\n{config}\n"
     return text
+
+
+def fine_tuning_markdown(ft: dict | None) -> str:
+    """A fine-tuned model's section (`digitlab finetune`): base model, data, settings, before and after."""
+    if not ft:
+        return ""
+    b, a = ft["before"], ft["after"]
+
+    def fig(d: dict, key: str) -> str:
+        return f"{d[key]:.4f}" if key in d else "(measured on export)"
+
+    settings = ", ".join(f"{k}={v}" for k, v in ft["settings"].items())
+    return f"""
+## Fine-tuning
+
+- Base model: {ft['base_model']}
+- Data: {ft['n_images']} images from {ft['images']} (per digit {ft['per_class']})
+- Settings: {settings}
+
+| | before | after |
+|---|---|---|
+| MNIST test accuracy | {fig(b, 'mnist_test_accuracy')} | {fig(a, 'mnist_test_accuracy')} |
+| accuracy on the fine-tuning images | {fig(b, 'own_images_accuracy')} | {fig(a, 'own_images_accuracy')} |
+
+{ft.get('note', '')}
+"""

@@ -42,12 +42,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from digitlab.lab.experiment import parse_setting, train_run
 
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
-    settings = {"epochs": args.epochs, "dropout": args.dropout, "lr": args.lr, "batch_size": args.batch_size}
+    settings = {"epochs": args.epochs, "dropout": args.dropout, "lr": args.lr, "batch_size": args.batch_size,
+                "precision": args.precision}
     settings.update(parse_setting(s) for s in args.set)
     _set_threads(args)
     _, m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
                      limit=args.limit, holdout=not args.no_holdout, resume=args.resume, device=args.device,
-                     command=args.command_line, **settings)
+                     command=args.command_line, **_from_model(args), **settings)
     if m.get("lr_finder_suggestion"):
         print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
     val = f"val accuracy {m['val_accuracy']:.4f}  " if m["val_accuracy"] is not None else ""
@@ -57,13 +58,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_model(args: argparse.Namespace) -> dict:
+    """train --from: start from a trained model's body and fine-tune (experiment.train_run)."""
+    if not args.from_model:
+        return {}
+    return {"from_model": args.from_model, "freeze_epochs": args.freeze_epochs}
+
+
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from digitlab.lab.experiment import find_lr
     from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
 
     _set_threads(args)
     result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                     device=args.device, batch_size=args.batch_size)
+                     device=args.device, batch_size=args.batch_size, precision=args.precision)
     save_lr_plot(result, args.out)
     print(f"suggested learning rate: {result['suggestion']:.2e} (steepest descent {result['steepest']:.2e}, "
           f"minimum loss at {result['min_loss_lr']:.2e}); plot: {args.out}")
@@ -80,6 +88,9 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     common.add_argument("--device", help="where a neural family trains: cpu (default), cuda, cuda:1, ...")
     common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a "
                         "busy machine)")
+    common.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 autocast where the CPU/GPU computes bf16 natively "
+                             "(AVX-512 BF16, AMX), float32 elsewhere")
 
     p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
     p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")
@@ -92,6 +103,10 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
                    help="train on the whole training split (a final model): no validation images held out")
     p.add_argument("--limit", type=int, help="train on the first N training images only (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint at the next epoch")
+    p.add_argument("--from", dest="from_model", metavar="MODEL_DIR",
+                   help="start from this trained model's body (same family, any dataset) and fine-tune: "
+                        "the new head first with the body frozen, then all layers with lower LRs early")
+    p.add_argument("--freeze-epochs", type=int, default=1, help="with --from: head-only epochs first (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("lr-find", parents=[common], help="LR range test: plot loss against learning rate")
@@ -133,9 +148,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
                            log=lambda line: print(line, file=sys.stderr))
-    print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
-    print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
-    return 0
+    if result["runs"]:
+        print((Path(args.out) / "benchmark.md").read_text(encoding="utf-8"), end="")
+        print(f"benchmark -> {Path(args.out) / 'benchmark.json'} ({len(result['runs'])} runs)")
+    for failure in result["failures"]:
+        print(f"digitlab: error: {failure['model']} (seed {failure['seed']}) failed: {failure['error']}",
+              file=sys.stderr)
+    return 1 if result["failures"] else 0
 
 
 def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> None:
@@ -204,7 +223,44 @@ def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_export)
 
 
+# ---------------------------------------------------------------------------- finetune
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from digitlab.lab.finetune import FinetuneConfig, finetune
+
+    out = args.out or f"runs/finetuned-{Path(args.images).resolve().name}"
+    config = FinetuneConfig(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, method=args.method,
+                            rehearsal=args.rehearsal, min_per_class=args.min_per_class, seed=args.seed)
+    m = finetune(args.model, args.images, out, config, args.data_dir, command=args.command_line)
+    ft = m["fine_tuning"]
+    b, a = ft["before"], ft["after"]
+    print(f"fine-tuned {args.model} on {ft['n_images']} images in {m['train_time_s']:.1f}s "
+          f"({m['total_time_s']:.1f}s in all)")
+    print(f"  your images:  {b['own_images_accuracy']:.4f} -> {a['own_images_accuracy']:.4f} (not held out)")
+    print(f"  MNIST test:   {b['mnist_test_accuracy']:.4f} -> {a['mnist_test_accuracy']:.4f}")
+    print(f"saved to {out}; ONNX {m['onnx']} (card {Path(m['onnx']).with_suffix('.md')})")
+    return 0
+
+
+def add_finetune_command(commands, data_dir: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("finetune", parents=[data_dir],
+                            help="teach a trained model your handwriting from a labelled image folder")
+    p.add_argument("model", help='"bundled", an exported .onnx file, or a trained model directory')
+    p.add_argument("--images", required=True, metavar="DIR", help="labelled images: DIR/0/*.png ... DIR/9/*.png")
+    p.add_argument("--out", help="model folder to write (default runs/finetuned-<DIR name>)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs on all layers after the head-only one (default 2)")
+    p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first (default 1)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak LR of the head (default 1e-3)")
+    p.add_argument("--method", default="fastai", choices=["fastai", "all", "head"],
+                   help="fastai: head, then all layers with discriminative LRs (default); all: one LR for "
+                        "every layer; head: the head only")
+    p.add_argument("--rehearsal", type=int, default=3000, help="MNIST training images mixed in (default 3000)")
+    p.add_argument("--min-per-class", type=int, default=1, help="fewest examples of each digit accepted")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+
+
 def add_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     add_train_commands(commands, data_dir)
     add_lab_classic_commands(commands, data_dir)
     add_own_model_commands(commands, data_dir)
+    add_finetune_command(commands, data_dir)

@@ -58,23 +58,40 @@ def run_benchmark(names: list[str], dataset: str = "mnist", out: str | os.PathLi
         models.family_class(name)
     load(dataset, "test", data_dir)  # and so does missing data
     out = Path(out)
-    runs = []
-    for name in names:
-        for seed in seeds:
-            log(f"{name} (seed {seed}): training ...")
-            row = run_one(name, seed, dataset, out, epochs_scale, limit, data_dir)
-            log(f"{name} (seed {seed}): test accuracy {row['accuracy']:.2%}, {row['train_seconds']:.1f}s training")
-            runs.append(row)
     previous = out / "benchmark.json"
+    kept = []  # runs of other families or seeds from an earlier benchmark in `out`
     if previous.is_file():
         old = read_json(previous)
         if old.get("dataset") == dataset:
-            done = {(r["model"], r["seed"]) for r in runs}
-            runs = [r for r in old["runs"] if (r["model"], r["seed"]) not in done] + runs
-    result = {"dataset": dataset, "test_images": runs[0]["test_images"], "seeds": sorted({r["seed"] for r in runs}),
-              "epochs_scale": epochs_scale, "machine": machine(), "runs": runs, "summary": summarize(runs)}
-    atomic_write_json(out / "benchmark.json", result)
-    atomic_write_text(out / "benchmark.md", markdown(result))
+            kept = old["runs"]
+    runs, failures = [], []
+    for name in names:
+        for seed in seeds:
+            log(f"{name} (seed {seed}): training ...")
+            try:
+                row = run_one(name, seed, dataset, out, epochs_scale, limit, data_dir)
+            except Exception as e:  # one family failing must not cost the rows already finished
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                failures.append({"model": name, "seed": seed, "error": f"{type(e).__name__}: {message}"})
+                log(f"{name} (seed {seed}): FAILED: {failures[-1]['error']}")
+                continue
+            log(f"{name} (seed {seed}): test accuracy {row['accuracy']:.2%}, {row['train_seconds']:.1f}s training")
+            runs.append(row)
+            # Written after every run: an interrupted benchmark keeps what it finished.
+            _write(out, dataset, epochs_scale, kept, runs, failures)
+    return _write(out, dataset, epochs_scale, kept, runs, failures)
+
+
+def _write(out: Path, dataset: str, epochs_scale: float, kept: list[dict], runs: list[dict],
+           failures: list[dict]) -> dict:
+    done = {(r["model"], r["seed"]) for r in runs}
+    runs = [r for r in kept if (r["model"], r["seed"]) not in done] + runs
+    result = {"dataset": dataset, "test_images": runs[0]["test_images"] if runs else None,
+              "seeds": sorted({r["seed"] for r in runs}), "epochs_scale": epochs_scale, "machine": machine(),
+              "runs": runs, "summary": summarize(runs), "failures": failures}
+    if runs:
+        atomic_write_json(out / "benchmark.json", result)
+        atomic_write_text(out / "benchmark.md", markdown(result))
     return result
 
 
@@ -94,6 +111,7 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def markdown(result: dict) -> str:
+    failed = "".join(f"\nFAILED: {f['model']} (seed {f['seed']}): {f['error']}" for f in result.get("failures", []))
     lines = [f"Dataset: {result['dataset']} ({result['test_images']} test images), seeds {result['seeds']}, "
              f"machine: {result['machine']}. Models that hold out a validation split train on the rest.", "",
              "| model | reference | test accuracy | macro-F1 | training images | training time (s) "
@@ -105,8 +123,10 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['model']} | {ref} | {100 * r['accuracy']:.2f}%{spread} | {r['macro_f1']:.4f} "
                      f"| {r['train_images']:,} | {r['train_seconds']:.1f} | {r['images_per_second']:,.0f} "
                      f"| {r['n_parameters']:,} | {r['file_bytes'] / 1e6:.2f} MB |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (failed[1:] + "\n" if failed else "")
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    from digitlab.machine import describe
+
+    return f"{describe()}; {platform.machine()}, Python {platform.python_version()}"

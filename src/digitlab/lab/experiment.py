@@ -70,19 +70,25 @@ def make_model(family: str, seed: int = 0, device: str | None = None, **settings
 def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_dir: str | None = None,
               seed: int = 0, limit: int | None = None, holdout: bool = True, resume: bool = False,
               progress: bool = True, device: str | None = None, command: str | None = None,
+              from_model: str | os.PathLike | None = None, freeze_epochs: int = 1,
               **settings) -> tuple[models.Classifier, dict]:
     """Trains, evaluates on the test split, saves the model folder; returns (model, metrics).
+
+    With `from_model` the new model starts from that trained model's body (same family, any dataset)
+    and is fine-tuned the fastai way: `freeze_epochs` on the fresh head, then its epochs on all layers.
 
     `holdout=False` trains on the whole training split (a final model; no validation curves).
     `command` is the command line that ran this, recorded in config.json (and so in an exported card)."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_DIR
-    if resume:  # the checkpoint's settings win: the run continues exactly as it started
-        model, meta = _resume(checkpoint, family, dataset, device)
+    if resume:  # the checkpoint's settings win: the run continues as it started (--epochs may extend it)
+        model, meta = _resume(checkpoint, family, dataset, device, settings)
         seed, limit, holdout = model.config.seed, meta.get("limit"), meta.get("holdout", True)
         command = meta.get("command", command)
     else:
         model = make_model(family, seed, device, **settings)
+    if hasattr(model, "progress"):
+        model.progress = progress  # the LR finder's line, when lr = 0
     images, labels = limit_train(*data.load(dataset, "train", data_dir), limit)
     x_test, y_test = data.load(dataset, "test", data_dir)
     if model.holdout and holdout:
@@ -96,13 +102,22 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         run["normalization"] = model.normalization
     if command:
         run["command"] = command
+    if from_model is not None:
+        run.update(from_model=str(from_model), freeze_epochs=freeze_epochs)
     t0 = time.perf_counter()
     if model.trains_in_epochs:
         from .train import Checkpoint, ProgressBar, save_checkpoint
 
         extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command}
         callbacks = [Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra))]
-        model.fit(x, y, x_val, y_val, callbacks=callbacks + ([ProgressBar()] if progress else []))
+        callbacks += [ProgressBar()] if progress else []
+        if from_model is not None:
+            _start_from(model, from_model, resume)
+            model.fine_tune(x, y, model.config.epochs, freeze_epochs, x_val=x_val, y_val=y_val, callbacks=callbacks)
+        else:
+            model.fit(x, y, x_val, y_val, callbacks=callbacks)
+    elif from_model is not None:
+        raise DigitlabError(f"{family} is not a neural network: --from is for mlp, cnn, fast, best, resnet34")
     else:
         model.fit(x, y, x_val, y_val)
     fit_wall = time.perf_counter() - t0
@@ -136,7 +151,15 @@ def run_metrics(model: models.Classifier, family: str, dataset: str, seed: int, 
     return metrics
 
 
-def _resume(checkpoint: Path, family: str, dataset: str, device: str | None) -> tuple[models.Classifier, dict]:
+def _start_from(model: models.Classifier, from_model: str | os.PathLike, resume: bool) -> None:
+    """Loads another trained model's body into `model` (train --from)."""
+    if resume:
+        raise DigitlabError("--from and --resume do not go together: a fine-tuning run restarts from the body")
+    model.load_body(models.load(from_model))
+
+
+def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,
+            settings: dict | None = None) -> tuple[models.Classifier, dict]:
     cls = models.family_class(family)
     if not cls.trains_in_epochs:
         raise ModelError(f"{checkpoint}: no checkpoint to resume: {family} trains in one step")
@@ -148,13 +171,23 @@ def _resume(checkpoint: Path, family: str, dataset: str, device: str | None) -> 
                          f"not {family} on {dataset}")
     model = cls(config_from(cls.Config, meta["config"]), device=device or "cpu")
     model.resume(checkpoint)
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    if "epochs" in settings:
+        change = model.extend(settings.pop("epochs"))
+        if change:
+            print(f"{checkpoint}: {change}", file=sys.stderr)
+    if settings:  # changing them mid-run would make it a different run, not this one resumed
+        print(f"{checkpoint}: resuming with the checkpoint's settings; ignoring "
+              + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), file=sys.stderr)
     if meta["epoch"] >= model.config.epochs:
         print(f"{checkpoint}: all {meta['epoch']} epochs already done; saving and evaluating", file=sys.stderr)
+    else:
+        print(f"{checkpoint}: resuming at epoch {meta['epoch'] + 1} of {model.config.epochs}", file=sys.stderr)
     return model, meta
 
 
 def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, seed: int = 0,
-            device: str | None = None, **settings) -> dict:
+            device: str | None = None, progress: bool = True, **settings) -> dict:
     """The LR finder's sweep for a neural family on the training split (minus the hold-out)."""
     import torch
 
@@ -164,4 +197,5 @@ def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, se
     if not model.trains_in_epochs:
         raise DigitlabError(f"{family} is not a neural network; the LR finder is for mlp, cnn, resnet34")
     (x, y), _ = data.holdout(*data.load(dataset, "train", data_dir), seed)
-    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config, device=model.device)
+    return lr_find(model.net, to_tensor(x), torch.from_numpy(y), model.config, device=model.device,
+                   progress=progress)

@@ -27,7 +27,6 @@ class BestConfig(NeuralConfig):
     augment: float = 1.0
     widths: tuple[int, int, int] = (32, 64, 128)
     dropout: float = 0.1
-    bf16: bool = True
 
 
 class Best(NeuralClassifier):
@@ -42,3 +41,7 @@ class Best(NeuralClassifier):
             *conv_bn(b, c), nn.MaxPool2d(2),                     # 7 -> 3
             nn.Flatten(), nn.Dropout(self.config.dropout), nn.Linear(c * 3 * 3, 10),
         )
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: 28x28 convs | 14x14 and 7x7 convs | head
+        return [net[:7], net[7:18], net[18:]]

@@ -17,7 +17,6 @@ class CNNConfig(NeuralConfig):
     dropout: float = 0.25
     hidden: int = 128
     augment: float = 0.5  # mild random affine: worth ~0.1 point of test accuracy at no cost in speed
-    bf16: bool = True  # bfloat16 autocast: ~1.8x the images/s of float32 here (benchmarks/neural_speed.py)
 
 
 class CNN(NeuralClassifier):
@@ -36,3 +35,7 @@ class CNN(NeuralClassifier):
             nn.Linear(64 * 5 * 5, c.hidden), nn.ReLU(), nn.Dropout(2 * c.dropout),
             nn.Linear(c.hidden, 10),
         )
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: first two convs | third conv | the FC head
+        return [net[:6], net[6:10], net[10:]]

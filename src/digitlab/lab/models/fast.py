@@ -24,7 +24,6 @@ class FastConfig(NeuralConfig):
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     widths: tuple[int, int, int] = (16, 32, 48)
-    bf16: bool = True  # autocast the forward pass to bfloat16
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
@@ -41,3 +40,7 @@ class Fast(NeuralClassifier):
         a, b, c = self.config.widths
         return nn.Sequential(*conv_bn(1, a, pool=True), *conv_bn(a, b, pool=True),  # 28 -> 14 -> 7
                              *conv_bn(b, c, pool=True), nn.Flatten(), nn.Linear(c * 3 * 3, 10))  # -> 3
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: 28x28 stage | 14x14 and 7x7 stages | head
+        return [net[:4], net[4:12], net[12:]]

@@ -37,3 +37,7 @@ class MLP(NeuralClassifier):
             width = c.hidden
         layers.append(nn.Linear(width, 10))
         return nn.Sequential(*layers)
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: first hidden layer | the others | output layer
+        return [net[:4], net[4:-1], net[-1:]]

@@ -19,6 +19,9 @@ from digitlab.lab.train import (
     Callback,
     Learner,
     TrainConfig,
+    discriminative_groups,
+    fine_tune,
+    freeze,
     load_checkpoint,
     lr_find,
     predict_logits,
@@ -53,9 +56,19 @@ class NeuralClassifier(Classifier):
             self.net = self.build()
         self.learner: Learner | None = None
         self.lr_finder: dict | None = None  # the finder's sweep, when lr = 0 asked for one
+        self.progress = False  # the LR finder's progress line on stderr (`digitlab train` turns it on)
 
     def build(self) -> nn.Module:
         raise NotImplementedError
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:
+        """The family's network cut into groups from input to output; the last one is the head, the
+        rest the body. Fine-tuning freezes the body and gives each group its own learning rate."""
+        raise NotImplementedError
+
+    def layer_groups(self) -> list[nn.Module]:
+        return self.split(self.net)
 
     def fit(self, x, y, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()) -> NeuralClassifier:
         """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit."""
@@ -67,25 +80,78 @@ class NeuralClassifier(Classifier):
             self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
         xv = to_tensor(x_val) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
+        # The learner's config holds the precision actually used (and a resumed run's new length).
+        self.config = self.learner.config
         self.learner.callbacks = list(callbacks)
         self.learner.fit(xt, yt, xv, yv)
         self.net, self.history = self.learner.net, list(self.learner.history)
         return self
 
+    # -- transfer learning -----------------------------------------------------------------
+    def load_body(self, other: NeuralClassifier) -> None:
+        """Copies the body (every group but the head) of a trained model of the same architecture;
+        the head keeps its fresh initialization (the other model may have learned other classes)."""
+        if other.family != self.family:
+            raise ModelError(f"cannot start a {self.family} from a {other.family} model: the bodies differ")
+        for mine, theirs in zip(self.layer_groups()[:-1], other.layer_groups()[:-1], strict=True):
+            try:
+                mine.load_state_dict(theirs.state_dict())
+            except RuntimeError as e:
+                raise ModelError(f"the {other.family} model's body does not fit this one ({e})") from None
+
+    def fine_tune(self, x, y, epochs: int = 1, freeze_epochs: int = 1, lr: float | None = None,
+                  lr_div: float = 100.0, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()
+                  ) -> NeuralClassifier:
+        """fastai's fine_tune (train.fine_tune) on this family's layer groups. `lr` is the head's peak
+        LR in the frozen phase; None takes the family's, 0 asks the LR finder on the frozen model."""
+        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        xv = to_tensor(x_val) if x_val is not None else None
+        yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
+        lr = self.config.lr if lr is None else lr
+        if lr <= 0:
+            lr = self.find_lr_frozen(xt, yt)
+        history = fine_tune(self.net, self.layer_groups(), xt, yt, self.config, epochs, freeze_epochs, lr,
+                            lr_div, callbacks, xv, yv, self.device)
+        self.history = list(self.history) + history
+        self.net.eval()
+        return self
+
+    def find_lr_frozen(self, xt: torch.Tensor, yt: torch.Tensor) -> float:
+        """The LR finder on a frozen copy of this network (only the head learns), for fine-tuning."""
+        net = copy.deepcopy(self.net)
+        groups = self.split(net)
+        freeze(groups)
+        self.lr_finder = lr_find(net, xt, yt, self.config, device=self.device,
+                                 param_groups=discriminative_groups(groups, 1.0))
+        return self.lr_finder["suggestion"]
+
     def find_lr(self, xt: torch.Tensor, yt: torch.Tensor) -> float:
         """Runs the LR finder on a copy of the network and makes its suggestion this model's peak LR."""
         if self.learner is not None:
             raise ModelError("the LR finder must run before training starts")
-        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config, device=self.device)
+        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config, device=self.device,
+                                 progress=self.progress)
         self.config = dataclasses.replace(self.config, lr=self.lr_finder["suggestion"], lr_found=True)
         return self.config.lr
 
     def resume(self, directory: str | Path) -> dict:
-        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch."""
+        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch,
+        with the checkpoint's settings (its architecture, schedule and length)."""
+        from digitlab.lab.train import read_checkpoint
+
+        fields = {f.name for f in dataclasses.fields(self.Config)}
+        self.config = self.Config(**{k: v for k, v in read_checkpoint(directory)["config"].items() if k in fields})
+        self.net = self.build()  # its weights come from the checkpoint
         self.learner = Learner(self.net, self.config, device=self.device)
         meta = load_checkpoint(self.learner, directory)
         self.history = list(self.learner.history)
         return meta
+
+    def extend(self, epochs: int) -> str:
+        """A resumed run's new length (Learner.extend); returns what changes, "" if nothing."""
+        change = self.learner.extend(epochs)
+        self.config = self.learner.config
+        return change
 
     @property
     def train_time(self) -> float:

@@ -56,7 +56,6 @@ class ResNetConfig(NeuralConfig):
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     augment: float = 0.5
-    bf16: bool = True
 
 
 class ResNet34(NeuralClassifier):
@@ -65,3 +64,7 @@ class ResNet34(NeuralClassifier):
 
     def build(self) -> nn.Module:
         return resnet((3, 4, 6, 3))
+
+    @staticmethod
+    def split(net: nn.Module) -> list[nn.Module]:  # fastai's cut: stem + stages 1-2 | stages 3-4 | pool + linear
+        return [net[:11], net[11:20], net[20:]]

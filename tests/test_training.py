@@ -1,0 +1,239 @@
+"""The training loop's behaviour on every CPU: precision, tiny runs, resume and extend, crash safety,
+progress, benchmark failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digitlab import progress
+from digitlab.cli import main
+from digitlab.errors import DigitlabError
+from digitlab.lab import models
+from digitlab.lab.experiment import make_model
+from digitlab.lab.train import Callback, Checkpoint, lr_find, resolve_precision, save_checkpoint, to_tensor
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def python(code: str, **env: str) -> str:
+    """Runs `code` in a fresh interpreter (this worktree's digitlab first) and returns its stdout."""
+    environ = {**os.environ, "PYTHONPATH": str(SRC), **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=environ).stdout.strip()
+
+
+# ---------------------------------------------------------------------------- precision
+def test_auto_precision_is_fp32_where_bf16_would_be_emulated():
+    code = "from digitlab.lab.train import resolve_precision; print(resolve_precision('auto'))"
+    # ATen limited to AVX2, as on an AVX2-only EPYC: bf16 would be emulated.
+    assert python(code, ATEN_CPU_CAPABILITY="avx2") == "fp32"
+
+
+def test_auto_precision_follows_the_cpu_flags():
+    from digitlab.machine import cpu_flags
+
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    if os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        native = False
+    assert resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(DigitlabError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16")
+
+
+def test_the_saved_config_records_the_precision_used(tmp_path, mnist):
+    (x, y), _ = mnist
+    model = make_model("fast", epochs=1, precision="auto").fit(x[:300], y[:300])
+    assert model.config.precision == resolve_precision("auto")
+    model.save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["precision"] in ("fp32", "bf16")
+    out = tmp_path / "cli"
+    assert main(["train", "mlp", "--limit", "300", "--epochs", "1", "--precision", "fp32", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["precision"] == "fp32"
+
+
+def test_bundled_training_config_still_loads():
+    """The bundled model's card holds a config from before --precision (bf16: true): it must load."""
+    from digitlab.reader.infer import bundled
+
+    config = bundled().card["config"]
+    cls = models.family_class(bundled().card["family"])
+    fields = {f for f in cls.Config.__dataclass_fields__}
+    model = cls(cls.Config(**{k: v for k, v in config.items() if k in fields}))
+    assert model.n_parameters() == bundled().card["n_parameters"]
+
+
+# ---------------------------------------------------------------------------- small runs
+@pytest.mark.parametrize("limit", ["500", "150"])  # 4 batches of 128; 1 batch (a one-step schedule)
+def test_tiny_one_epoch_runs_train(tmp_path, limit):
+    out = tmp_path / "m"
+    assert main(["train", "mlp", "--limit", limit, "--epochs", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_knn_fast_trains_on_small_limits(tmp_path):
+    out = tmp_path / "k"
+    assert main(["train", "knn-fast", "--limit", "1000", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.85
+
+
+# ---------------------------------------------------------------------------- resume and extend
+def test_resume_with_more_epochs_extends_the_run(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", "mlp", "--limit", "1000", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "mlp", "--out", str(out), "--resume", "--epochs", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "training on to epoch 3 (planned: 1)" in err and "one-cycle schedule of their own" in err
+    assert "epoch 2/3" in err and "epoch 3/3" in err  # a resumed run prints its epochs
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 3
+    checkpoint = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
+    assert checkpoint["epoch"] == 3 and checkpoint["schedule_start"] == 1
+    # Fewer epochs than are done: one clear line.
+    assert main(["train", "mlp", "--out", str(out), "--resume", "--epochs", "2"]) == 1
+    assert "has 3 epochs done; --epochs 2 is fewer" in capsys.readouterr().err
+    # Other settings cannot change mid-run: said, not silently dropped.
+    assert main(["train", "mlp", "--out", str(out), "--resume", "--lr", "0.1"]) == 0
+    assert "ignoring lr=0.1" in capsys.readouterr().err
+
+
+class StopAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, learner) -> None:
+        if learner.epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_an_extended_run_resumes_exactly(tmp_path, mnist):
+    """The extension's own schedule is in the checkpoint: an extended run stopped and resumed
+    ends with the same weights as one that went straight through."""
+    (x, y), _ = mnist
+    x, y = x[:1000], y[:1000]
+
+    def extended(directory: Path, stop_at: int | None = None):
+        save = Checkpoint(lambda learner: save_checkpoint(learner, directory))
+        make_model("mlp", seed=1, epochs=1).fit(x, y, callbacks=[save])
+        model = make_model("mlp", seed=1)
+        model.resume(directory)
+        assert "one-cycle schedule of their own" in model.extend(3)
+        if stop_at:
+            with pytest.raises(KeyboardInterrupt):
+                model.fit(x, y, callbacks=[save, StopAt(stop_at)])
+        else:
+            model.fit(x, y, callbacks=[save])
+        return model
+
+    straight = extended(tmp_path / "a")
+    extended(tmp_path / "b", stop_at=2)
+    resumed = make_model("mlp", seed=1)
+    resumed.resume(tmp_path / "b")  # the checkpoint's plan: 3 epochs, the schedule restarted at epoch 1
+    assert resumed.config.epochs == 3 and resumed.learner.schedule_start == 1
+    resumed.fit(x, y)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history]
+    for (name, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------------------- crash safety
+def _train(out: Path, *extra: str) -> subprocess.Popen:
+    code = "import sys; from digitlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["train", "mlp", "--limit", "8000", "--epochs", "3", "--seed", "5", "--out", str(out), *extra]
+    # One thread each: the runs go side by side without fighting over cores, and alike.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = _train(tmp_path / "straight")
+    killed = _train(tmp_path / "killed")
+    checkpoint = tmp_path / "killed" / "checkpoint" / "checkpoint.json"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():  # the first epoch's checkpoint: epoch 2 has just begun
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert json.loads(checkpoint.read_text())["epoch"] == 1  # killed inside epoch 2, before its checkpoint
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _train(tmp_path / "killed", "--resume")
+    errors = [run.communicate(timeout=600)[1].decode() for run in (resumed, straight)]
+    assert resumed.returncode == 0 and straight.returncode == 0, errors
+    assert "resuming at epoch 2 of 3" in errors[0] and "epoch 3/3" in errors[0]
+    a = load_file(tmp_path / "straight" / "weights.safetensors")
+    b = load_file(tmp_path / "killed" / "weights.safetensors")
+    for name in a:  # same seed, same CPU: bit for bit
+        assert torch.equal(a[name], b[name]), name
+    history_a = json.loads((tmp_path / "straight" / "history.json").read_text())
+    history_b = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [(h["train_loss"], h["val_loss"]) for h in history_a] == [(h["train_loss"], h["val_loss"])
+                                                                     for h in history_b]
+
+
+# ---------------------------------------------------------------------------- progress
+def test_lr_finder_shows_progress(mnist, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    (x, y), _ = mnist
+    model = make_model("mlp")
+    lr_find(model.net, to_tensor(x[:2000]), torch.from_numpy(y[:2000].astype(np.int64)), model.config, steps=30)
+    err = capsys.readouterr().err
+    assert "LR finder: " in err and "/30" in err
+
+
+def test_progress_is_quiet_for_quick_work_and_ends_its_line():
+    import io
+
+    stream = io.StringIO()
+    bar = progress.Progress("quick", total=10, stream=stream, delay=5.0)
+    for i in range(10):
+        bar.update(i + 1)
+    bar.close()
+    assert stream.getvalue() == ""
+    bar = progress.Progress("slow", total=4, stream=stream, delay=0.0)
+    bar.update(2, "half")
+    bar.close("done", done=4)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("slow: 2/4  50% half") and lines[-1].startswith("slow: 4/4 100% done")
+
+
+# ---------------------------------------------------------------------------- benchmark
+@dataclass
+class BrokenConfig:
+    seed: int = 0
+
+
+class Broken(models.Classifier):
+    family = "broken"
+    Config = BrokenConfig
+
+    def fit(self, x, y, x_val=None, y_val=None):
+        raise RuntimeError("out of memory (simulated)")
+
+
+def test_benchmark_keeps_finished_rows_when_a_model_fails(tmp_path, monkeypatch, capsys):
+    real = models.family_class
+    monkeypatch.setattr(models, "family_class", lambda name: Broken if name == "broken" else real(name))
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--models", "knn-fast,broken", "--limit", "2000", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "broken (seed 0) failed: RuntimeError: out of memory (simulated)" in captured.err
+    result = json.loads((out / "benchmark.json").read_text())
+    assert [r["model"] for r in result["runs"]] == ["knn-fast"] and result["runs"][0]["accuracy"] > 0.9
+    assert result["failures"] == [{"model": "broken", "seed": 0, "error": "RuntimeError: out of memory (simulated)"}]
+    assert "FAILED: broken" in (out / "benchmark.md").read_text() and "knn-fast" in captured.out
