@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from digitlab import card as model_card
-from digitlab.cli import lab_commands, main
+from digitlab.cli import main
+from digitlab.lab import export as lab_export  # the commands import it when they run: patch it there
 from digitlab.reader import infer
 
 
@@ -39,7 +40,7 @@ def fake_export(accuracy: float):
 @pytest.mark.hostile("cli-export-worse-bundle")
 def test_worse_model_is_refused_and_force_overrides(shipped, monkeypatch, tmp_path, capsys):
     before = {s: digest(shipped.with_suffix(s)) for s in (".onnx", ".json", ".md")}
-    monkeypatch.setattr(lab_commands, "export", fake_export(0.098))
+    monkeypatch.setattr(lab_export, "export", fake_export(0.098))
     assert main(["export", str(tmp_path / "run"), "--bundle"]) == 1
     err = capsys.readouterr().err
     assert "9.80% is below the shipped model's 99.68%" in err and "--force" in err
@@ -53,9 +54,9 @@ def test_worse_model_is_refused_and_force_overrides(shipped, monkeypatch, tmp_pa
 
 def test_better_or_equal_model_replaces_the_shipped_one(shipped, monkeypatch, tmp_path, capsys):
     shipped_accuracy = model_card.read(shipped)["test"]["accuracy"]
-    monkeypatch.setattr(lab_commands, "export", fake_export(shipped_accuracy))  # as good: replaced
+    monkeypatch.setattr(lab_export, "export", fake_export(shipped_accuracy))  # as good: replaced
     assert main(["export", str(tmp_path / "run"), "--bundle"]) == 0
-    monkeypatch.setattr(lab_commands, "export", fake_export(0.9990))  # better: replaced
+    monkeypatch.setattr(lab_export, "export", fake_export(0.9990))  # better: replaced
     assert main(["export", str(tmp_path / "run"), "--bundle"]) == 0
     assert model_card.read(shipped)["test"]["accuracy"] == 0.9990
     assert "0.9990" in shipped.with_suffix(".md").read_text()

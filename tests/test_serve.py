@@ -104,6 +104,13 @@ def test_read_a_number_with_boxes_in_the_uploaded_pixels(api, digits):
         assert 0 <= top < bottom <= big.shape[0]
         assert right - left > 3 * scale and bottom - top > 10 * scale  # the digit's ink, not a 1024-px-space box
     assert api.post("/v1/read", files=upload(png(np.full((100, 300), 255, np.uint8)))).json()["text"] == ""
+    # one digit on a wide page (the third of four cells): /v1/predict's box is in upload pixels too
+    page = np.full((36 * scale, 4 * 36 * scale), 255, np.uint8)
+    page[:, 2 * cell:3 * cell] = paper(x[3:4], scale=scale)
+    body = api.post("/v1/predict", files=upload(png(page))).json()
+    left, top, right, bottom = body["box"]
+    assert body["label"] == y[3] and 2 * cell + 2 * scale <= left < right <= 3 * cell - 2 * scale, body["box"]
+    assert 2 * scale <= top < bottom <= page.shape[0] - 2 * scale and right - left > 3 * scale, body["box"]
 
 
 def test_batch(api, digits):

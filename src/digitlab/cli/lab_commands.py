@@ -1,6 +1,8 @@
 """The lab's commands: train, lr-find, evaluate, report, benchmark, export.
 
-The lab imports torch lazily inside its functions, so building the parser stays quick.
+Building their parsers imports nothing from the lab: each command imports what it needs when it runs,
+so that `digitlab predict` (and the parser every command builds) starts without the lab's modules
+(digitlab.lab.* pulls in the data registry, sklearn and torch helpers).
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from pathlib import Path
 from digitlab import card as model_card
 from digitlab.errors import ModelError
 from digitlab.files import atomic_write_json, read_json
-from digitlab.lab.benchmark import run_benchmark
-from digitlab.lab.evaluate import evaluate_directory, summary_text
-from digitlab.lab.experiment import find_lr, parse_setting, train_run
-from digitlab.lab.export import export
-from digitlab.lab.models import FAMILIES
-from digitlab.lab.report import write_report
-from digitlab.reader.infer import BUNDLED
+
+BUNDLED = "bundled"  # the word that names the model shipped with digitlab
+
+
+def _model_path(name: str):
+    """ "bundled" -> the bundled ONNX file, else the name as given."""
+    if name != BUNDLED:
+        return name
+    from digitlab.reader.infer import BUNDLED as path
+
+    return path
 
 
 # ---------------------------------------------------------------------------- train
@@ -33,6 +39,8 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from digitlab.lab.experiment import parse_setting, train_run
+
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
     settings = {"epochs": args.epochs, "dropout": args.dropout, "lr": args.lr, "batch_size": args.batch_size,
                 "precision": args.precision}
@@ -58,6 +66,7 @@ def _from_model(args: argparse.Namespace) -> dict:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from digitlab.lab.experiment import find_lr
     from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
 
     _set_threads(args)
@@ -71,7 +80,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False, parents=[data_dir])
-    common.add_argument("model", help=f"model family: {', '.join(FAMILIES)}")
+    common.add_argument("model", help="model family, e.g. knn, mlp, cnn, resnet34, fast, best, ensemble "
+                        "(an unknown name gets the full list)")
     common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--batch-size", type=int, help="default: the family's")
@@ -106,8 +116,9 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_directory(BUNDLED if args.model_dir == "bundled" else args.model_dir, args.dataset,
-                                args.data_dir)
+    from digitlab.lab.evaluate import evaluate_directory, summary_text
+
+    result = evaluate_directory(_model_path(args.model_dir), args.dataset, args.data_dir)
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
@@ -122,13 +133,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    targets = [BUNDLED if d == "bundled" else d for d in args.model_dirs]
+    from digitlab.lab.report import write_report
+
+    targets = [_model_path(d) for d in args.model_dirs]
     path = write_report(targets, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from digitlab.lab.benchmark import run_benchmark
+
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
@@ -166,6 +181,8 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
 
 # ---------------------------------------------------------------------------- own model: export
 def cmd_export(args: argparse.Namespace) -> int:
+    from digitlab.lab.export import export
+
     path = export_bundle(args) if args.bundle else export(args.model_dir, out=args.out, quantize=args.quantize)
     card = model_card.read(path)
     print(f"{args.model_dir} -> {path} ({path.stat().st_size / 1e3:.0f} kB, {card['format']}); "
@@ -176,6 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def export_bundle(args: argparse.Namespace) -> Path:
     """--bundle: export beside the shipped model, and replace it only if the new one is at least as
     accurate on the MNIST test set (both cards' `test.accuracy`), or with --force."""
+    from digitlab.lab.export import export
     from digitlab.reader import infer
 
     shipped = infer.BUNDLED

@@ -36,8 +36,10 @@ from digitlab.reader.preprocess import (
 # beyond 1.4), while two touching digits are usually wider than tall, so each unit of width beyond
 # WIDE x the height costs WIDTH_COST (the model alone reads many touching pairs as one digit).
 DIGIT_COST = 1.5
-WIDE = 1.15
+WIDE = 0.9
 WIDTH_COST = 12.0
+WIDTH_OF = 1.0  # a piece's width is judged against its height, or this share of the row's when taller
+CUT_MARGIN = 0.25  # cuts start this share of the height in from a blob's edges (a 1 is about this wide)
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
@@ -154,7 +156,7 @@ def split_points(ink: np.ndarray, height: int) -> list[np.ndarray | None]:
     """Candidate cuts through one blob, left to right: its edges (None) and the distinct cheapest
     paths started every ~height/8 columns away from the edges."""
     h, w = ink.shape
-    margin, step = max(1, int(0.25 * height)), max(1, height // 8)
+    margin, step = max(1, int(CUT_MARGIN * height)), max(1, height // 8)
     paths: list[np.ndarray] = []
     for start in range(margin, w - margin, step):
         path = cheapest_path(ink, start, max(2, min(height // 4, start - margin // 2, w - margin // 2 - start)))
@@ -177,7 +179,8 @@ def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -
     return remove_specks(piece, 0.1) if piece.any() else piece
 
 
-def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config) -> tuple[float, list]:
+def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
+              row_height: int | None = None) -> tuple[float, list]:
     """(log-likelihood, [(x28, probabilities, (left, top, right, bottom)), ...]) of the best reading
     of one blob as one or more digits: dynamic programming over its candidate cuts, every piece
     scored by the model in one batch. A piece much wider than tall is improbable (MNIST: 1% beyond
@@ -203,7 +206,7 @@ def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, conf
                 continue
             box = (origin[1] + int(cols[0]), origin[0] + int(rows[0]),
                    origin[1] + int(cols[-1]) + 1, origin[0] + int(rows[-1]) + 1)
-            pieces[(i, j)] = (x28, box, pw / max(ph, 0.5 * height))
+            pieces[(i, j)] = (x28, box, pw / max(ph, WIDTH_OF * (row_height or height)))
     if not pieces:
         return -50.0, []
     keys = list(pieces)
@@ -253,7 +256,8 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             ids = [i for _, member_ids in members for i in member_ids]
             inside = np.isin(labels[top:bottom, left:right], ids)
             own = np.where(inside, x[top:bottom, left:right] / np.float32(255), 0.0)
-            value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config)
+            value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config,
+                                     row_height)
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)

@@ -17,7 +17,6 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -225,25 +224,13 @@ def predict_one(loaded: Loaded, source, cfg: ServeConfig, min_confidence: float,
     return out
 
 
-def upload_box(box, size: tuple[int, int]) -> list[int]:
-    """A box of `reader.read` in the uploaded image's pixels. The reader works on images reduced to
-    WORK_SIZE on their longer side and reports boxes there; scale them back up (clamped to the image)."""
-    work = getattr(importlib.import_module("digitlab.reader.preprocess"), "WORK_SIZE", None)
-    width, height = size
-    scale = max(width, height) / work if work and max(width, height) > work else 1.0
-    left, top, right, bottom = (float(v) for v in box)
-    return [max(0, int(left * scale)), max(0, int(top * scale)),
-            min(width, round(right * scale)), min(height, round(bottom * scale))]
-
-
 def read_one(loaded: Loaded, source, cfg: ServeConfig, min_confidence: float) -> dict:
-    size = image_size(source, cfg)
+    image_size(source, cfg)  # refuses an oversized image from its header, before decoding
     try:
         reading = reader.read(source, model=loaded.model, min_confidence=min_confidence)
     except ImageError as e:
         raise reader_error(e) from None
-    digits = [{"label": d.label, "confidence": round(float(d.confidence), 4), "box": upload_box(d.box, size)}
-              for d in reading.digits]
+    digits = [d.as_dict() for d in reading.digits]  # boxes: the reader's, already in the upload's pixels
     return {"text": reading.text, "digits": digits, "model": loaded.name}
 
 
