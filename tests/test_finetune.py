@@ -125,9 +125,12 @@ def test_bundled_model_is_rebuilt_from_its_onnx_exactly(mnist):
 def test_resnet_onnx_cannot_be_rebuilt(tmp_path):
     from digitlab.lab.export import to_onnx
 
+    from digitlab import card
+
     onnx_path = tmp_path / "r.onnx"
-    onnx_path.write_bytes(to_onnx(models.create("resnet34").net))
-    (tmp_path / "r.json").write_text(json.dumps({"family": "resnet34", "config": {}}))
+    norm = {"mean": 0.1307, "std": 0.3081}
+    card.write(onnx_path, to_onnx(models.create("resnet34").net),
+               card.build("resnet34", "onnx", norm, {"dataset": "mnist", "seed": 0, "normalization": norm}))
     with pytest.raises(ModelError, match="Sequential"):
         from_onnx(onnx_path)
 
@@ -192,7 +195,9 @@ def test_finetune_learns_a_writers_style_and_keeps_mnist(tmp_path, mnist, capsys
     out = tmp_path / "model"
     assert main(["finetune", "bundled", "--images", str(tmp_path / "mine"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "MNIST test:   0.9975 ->" in printed and "saved to" in printed
+    from digitlab.reader.infer import bundled
+
+    assert f"MNIST test:   {bundled().card['test']['accuracy']:.4f} ->" in printed and "saved to" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
     ft = metrics["fine_tuning"]
