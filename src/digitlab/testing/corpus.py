@@ -187,19 +187,26 @@ def one_digit(images, labels, rng) -> tuple[np.ndarray, str]:
     return ink, truth
 
 
+def row_digit(images, labels, rng, height: int, mnist_share: float) -> tuple[np.ndarray, str]:
+    """One digit of a row, `height` px tall, from MNIST (a `mnist_share` of the time) or drawn with a
+    pen, cut to its ink's columns: (ink, its text)."""
+    if rng.random() < mnist_share:
+        i = int(rng.integers(len(images)))
+        ink, text = mnist_digit(images[i], height, rng), str(int(labels[i]))
+    else:
+        d = int(rng.integers(10))
+        ink, text = drawn_digit(d, height, rng, width=rng.uniform(0.06, 0.12)), str(d)
+    cols = np.flatnonzero(ink.max(axis=0) > 0.1)
+    return (ink[:, cols[0]:cols[-1] + 1] if cols.size else ink), text
+
+
 def digit_row(images, labels, rng, n: int, touching: bool) -> tuple[np.ndarray, str]:
     """n digits side by side with varied spacing (overlapping a little when `touching`)."""
     height = int(rng.integers(40, 110))
     pieces, text = [], ""
     for _ in range(n):
-        if rng.random() < 0.6:
-            i = int(rng.integers(len(images)))
-            ink, t = mnist_digit(images[i], height, rng), str(int(labels[i]))
-        else:
-            d = int(rng.integers(10))
-            ink, t = drawn_digit(d, height, rng, width=rng.uniform(0.06, 0.12)), str(d)
-        cols = np.flatnonzero(ink.max(axis=0) > 0.1)
-        pieces.append(ink[:, cols[0]:cols[-1] + 1] if cols.size else ink)
+        ink, t = row_digit(images, labels, rng, height, mnist_share=0.6)
+        pieces.append(ink)
         text += t
     gaps = (rng.uniform(-0.12, -0.03, n - 1) if touching else rng.uniform(0.15, 0.6, n - 1)) * height
     width = sum(p.shape[1] for p in pieces) + int(max(0, gaps.sum())) + 2 * height
@@ -429,14 +436,7 @@ def touching_row(images, labels, rng, n: int) -> tuple[np.ndarray, str]:
     row = np.zeros((height + 10, n * 2 * height), np.float32)
     text, right = "", 5
     for k in range(n):
-        if rng.random() < 0.7:
-            i = int(rng.integers(len(images)))
-            ink, t = mnist_digit(images[i], height, rng), str(int(labels[i]))
-        else:
-            d = int(rng.integers(10))
-            ink, t = drawn_digit(d, height, rng, width=rng.uniform(0.06, 0.12)), str(d)
-        cols = np.flatnonzero(ink.max(axis=0) > 0.1)
-        p = ink[:, cols[0]:cols[-1] + 1]
+        p, t = row_digit(images, labels, rng, height, mnist_share=0.7)
         dy = int(rng.integers(0, 10))
         x = right
         if k:
