@@ -263,6 +263,16 @@ def not_a_digit(rng) -> tuple[np.ndarray, str]:
     return draw_strokes(LETTERS[letter], size, rng, rng.uniform(0.06, 0.14)), kind
 
 
+def blanks_and_others(rng: np.random.Generator, n_blank: int, n_other: int) -> list[Sample]:
+    """Blank canvases ("no digit") and ink that is not a digit, rendered like the digits."""
+    samples = [Sample("blank", blank(rng), "", "blank") for _ in range(n_blank)]
+    for _ in range(n_other):
+        ink, kind = not_a_digit(rng)
+        data, _ = render(ink, rng)
+        samples.append(Sample("other", data, "", kind))
+    return samples
+
+
 def make_corpus(images: np.ndarray, labels: np.ndarray, n_single: int = 200, n_strings: int = 60,
                 n_touching: int = 30, n_blank: int = 20, n_other: int = 40, seed: int = 0) -> list[Sample]:
     rng = np.random.default_rng(seed)
@@ -277,13 +287,7 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, n_single: int = 200, n_s
             data, style = render(ink, rng, canvas=(int(ink.shape[0] * rng.uniform(1.2, 2.5)),
                                                    int(ink.shape[1] * rng.uniform(1.05, 1.3))))
             samples.append(Sample(kind, data, truth, style))
-    for _ in range(n_blank):
-        samples.append(Sample("blank", blank(rng), "", "blank"))
-    for _ in range(n_other):
-        ink, kind = not_a_digit(rng)
-        data, style = render(ink, rng)
-        samples.append(Sample("other", data, "", kind))
-    return samples
+    return samples + blanks_and_others(rng, n_blank, n_other)
 
 
 # ---------------------------------------------------------------------------- the realistic suite
@@ -508,10 +512,4 @@ def make_suite(images: np.ndarray, labels: np.ndarray, n: int = 100, n_rows: int
             data, _ = render(ink, rng, canvas=(int(ink.shape[0] * rng.uniform(1.2, 2.5)),
                                                int(ink.shape[1] * rng.uniform(1.05, 1.3))), style=style)
             samples.append(Sample("row", data, truth, category))
-    for _ in range(n_blank):
-        samples.append(Sample("blank", blank(rng), "", "blank"))
-    for _ in range(n_other):
-        ink, kind = not_a_digit(rng)
-        data, _ = render(ink, rng)
-        samples.append(Sample("other", data, "", kind))
-    return samples
+    return samples + blanks_and_others(rng, n_blank, n_other)
