@@ -123,9 +123,8 @@ def test_bundled_model_is_rebuilt_from_its_onnx_exactly(mnist):
 
 @pytest.mark.slow  # exporting ResNet-34 takes a while
 def test_resnet_onnx_cannot_be_rebuilt(tmp_path):
-    from digitlab.lab.export import to_onnx
-
     from digitlab import card
+    from digitlab.lab.export import to_onnx
 
     onnx_path = tmp_path / "r.onnx"
     norm = {"mean": 0.1307, "std": 0.3081}
