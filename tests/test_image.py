@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from digitlab import reader
 from digitlab.errors import ImageError, NoDigitError
-from digitlab.reader.image import WORK_SIZE, load
+from digitlab.reader.image import WORK_SIZE, decode_png, from_pil, load, plain_png
 from digitlab.testing.hostile import IMAGE_INPUTS, _digit_gray, _encode, image_case_id
 
 SECONDS = 10  # per case on a loaded 2-core machine; a bomb that decodes would take far longer or exhaust memory
@@ -60,6 +60,55 @@ def test_exif_orientation_matches_pillow(orientation):
     data = _encode(image, "PNG", exif=exif.tobytes())
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     assert np.array_equal(load(data).gray, expected)
+
+
+def _pillow_pixels(data: bytes):
+    """Pillow's path alone: what every PNG gave before the libspng fast path."""
+    with Image.open(io.BytesIO(data)) as image:
+        return from_pil(image, "test", WORK_SIZE)
+
+
+def _png_kinds():
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    rgba = np.dstack([g, g[::-1], g[:, ::-1], g // 2 + 1])
+    opaque = np.dstack([g, g[::-1], g[:, ::-1], np.full_like(g, 255)])
+    return {"L": Image.fromarray(g), "1": Image.fromarray(g).convert("1"),
+            "RGB": Image.fromarray(rgba[..., :3].copy()), "RGBA": Image.fromarray(rgba, "RGBA"),
+            "RGBA opaque": Image.fromarray(opaque, "RGBA")}
+
+
+@pytest.mark.parametrize("kind", sorted(_png_kinds()))
+def test_plain_png_fast_path_gives_pillows_pixels(kind):
+    data = _encode(_png_kinds()[kind], "PNG")
+    with Image.open(io.BytesIO(data)) as image:
+        assert plain_png(image, data, WORK_SIZE)
+    fast, slow = decode_png(data, (53, 37)), _pillow_pixels(data)
+    assert fast is not None and np.array_equal(fast.gray, slow.gray)
+    assert (fast.alpha is None) == (slow.alpha is None) == (kind != "RGBA")
+    if kind == "RGBA":
+        assert np.array_equal(fast.alpha, slow.alpha)
+    assert np.array_equal(load(data).gray, fast.gray) and load(data).scale == slow.scale == (1.0, 1.0)
+
+
+def test_pngs_the_fast_path_leaves_to_pillow():
+    g = np.random.default_rng(8).integers(0, 256, (30, 50), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    others = {"colour key": _encode(Image.fromarray(g), "PNG", transparency=0),
+              "orientation": _encode(Image.fromarray(g), "PNG", exif=exif.tobytes()),
+              "palette": _encode(Image.fromarray(g).convert("P"), "PNG"),
+              "16-bit": _encode(Image.fromarray(g.astype(np.uint16) * 257), "PNG"),
+              "larger than the working size": _encode(Image.new("L", (WORK_SIZE + 1, 10)), "PNG")}
+    for name, data in others.items():
+        with Image.open(io.BytesIO(data)) as image:
+            assert not plain_png(image, data, WORK_SIZE), name
+    png = _encode(Image.fromarray(g), "PNG")
+    for at in range(8, len(png), 7):  # a damaged byte anywhere: pixels of the right size, or Pillow decides
+        damaged = bytearray(png)
+        damaged[at] ^= 0xFF
+        fast = decode_png(bytes(damaged), (50, 30))
+        assert fast is None or fast.gray.shape == (30, 50)
 
 
 def outcome(data):
