@@ -8,7 +8,19 @@ from PIL import Image
 from scipy import ndimage
 
 from digitlab.errors import ImageError, NoDigitError
-from digitlab.reader.preprocess import MNIST_STROKE, PreprocessConfig, preprocess, resize_only, stroke_width
+from digitlab.reader.image import load
+from digitlab.reader.preprocess import (
+    MNIST_STROKE,
+    PreprocessConfig,
+    ink_image,
+    ink_map,
+    prepare,
+    preprocess,
+    remove_specks,
+    resize_only,
+    stretch_contrast,
+    stroke_width,
+)
 from digitlab.testing.corpus import drawn_digit
 
 
@@ -194,3 +206,17 @@ def test_a_far_away_smudge_does_not_shrink_the_digit(reference):
     canvas = on_canvas(digit_ink(), shape=(400, 500), at=(50, 60))
     canvas[360:372, 470:485] = 0.0  # a dark smudge in the far corner, bigger than a speck
     assert similar(preprocess(u8(canvas)), reference) > 0.9
+
+
+def test_the_picture_keeps_every_blob_and_the_digit_only_its_own():
+    canvas = on_canvas(digit_ink(), shape=(400, 500), at=(50, 60))
+    canvas[360:372, 470:485] = 0.0  # a smudge away from the digit
+    canvas[100:101, 400:401] = 0.5  # a speck
+    x = stretch_contrast(ink_image(load(u8(canvas)), PreprocessConfig()), 0.08)
+    m = ink_map(u8(canvas), single=True)
+    assert np.array_equal(m.ink, remove_specks(x, single=True))  # one digit, as one call picks it
+    assert np.array_equal(m.picture, remove_specks(x))  # the whole picture: the smudge stays, the speck goes
+    assert m.picture[360:372, 470:485].all() and not m.ink[360:372, 470:485].any()
+    x28, box, picture = prepare(u8(canvas))  # a clean canvas is read at half size: so is its picture
+    assert np.array_equal(x28, preprocess(u8(canvas))) and picture.shape == (200, 250)
+    assert picture[181:185, 236:242].all() and picture[50:150, 50:150].any()

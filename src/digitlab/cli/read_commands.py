@@ -21,8 +21,8 @@ from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.reader.image import Loaded, load
-from digitlab.reader.preprocess import composite_alpha, ink_map, small_copy
-from digitlab.reader.recognize import components
+from digitlab.reader.preprocess import composite_alpha
+from digitlab.reader.recognize import digit_count
 
 # ---------------------------------------------------------------------------- predict (reader)
 # Folders are read over worker processes (one per core), answers printed in input order. With
@@ -31,7 +31,6 @@ from digitlab.reader.recognize import components
 # a kill skips every input the journal already answers, so nothing is redone and nothing is lost.
 PARALLEL_MIN = 100  # fewer inputs: one process (each worker loads the model: not worth it for a handful)
 SYNC_EVERY_S = 1.0
-HINT_SIZE = 64  # the several-digits hint looks at a copy this small: cheap, and enough to tell digits apart
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def answer(n: int, name: str, source: object, model, options: PredictOptions) ->
             result = reader.classify(image, model, options.min_confidence)
             record = {"file": name, **reader.as_dict(result)}
             seen = [result["image"]] if result["image"] is not None else []
-            if result["status"] != "no digit" and (count := digit_count(image)) > 1:
+            if result["status"] != "no digit" and (count := digit_count(result["ink"])) > 1:
                 record["hint"] = f"looks like {count} digits: use --multi to read them as a number"
         if options.explain:
             write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
@@ -96,19 +95,6 @@ def answer(n: int, name: str, source: object, model, options: PredictOptions) ->
     except DigitlabError as e:
         record = {"file": name, "error": str(e)}
     return record
-
-
-def digit_count(image: Loaded) -> int:
-    """How many digit-sized ink blobs the image holds, on a copy reduced to HINT_SIZE px (cheap):
-    the reader's own ink map and blob grouping, counting groups at least half as tall as the tallest."""
-    alpha = None if image.alpha is None else small_copy(image.alpha, HINT_SIZE)
-    small = Loaded(small_copy(image.gray, HINT_SIZE), alpha, image.scale, image.size)
-    try:
-        _, groups = components(ink_map(small).ink)
-    except DigitlabError:  # blank at this size: no hint
-        return 0
-    heights = [box[3] - box[1] for box, _ in groups]
-    return sum(h >= 0.5 * max(heights) for h in heights)
 
 
 def what_the_reader_saw(image: Loaded) -> np.ndarray:

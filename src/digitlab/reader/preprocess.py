@@ -55,6 +55,7 @@ class InkMap:
     ink: np.ndarray  # uint8, paper 0, ink up to 255
     scale: tuple[float, float]  # input pixels per working pixel (x, y)
     size: tuple[int, int]  # the input's (width, height)
+    picture: np.ndarray | None = None  # single: the ink of the whole picture, every blob but specks
 
     def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
         """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
@@ -340,9 +341,12 @@ def ink_map(image, config: PreprocessConfig | None = None, single: bool = False,
         if hi - lo < 255 * c.min_contrast:
             raise NoDigitError("no digit: the image is blank")
         x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
+    picture = None
     if c.remove_specks:
-        x = remove_specks(x, single=single)
-    return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size)
+        x = remove_specks(x)
+        if single:  # the same as remove_specks(x, single=True), with the whole picture's ink kept too
+            picture, x = x, main_cluster(x)
+    return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size, picture)
 
 
 # ---------------------------------------------------------------------------- one digit -> 28x28
@@ -478,9 +482,11 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
     return (paste_centered(x, c.center_of_mass) * 255 + 0.5).astype(np.uint8)
 
 
-def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def prepare(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]:
     """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
-    input image's pixels). Raises NoDigitError for a blank image."""
+    input image's pixels, the ink of the whole picture at the working size: every ink blob but specks,
+    before the digit is picked out, which `recognize.digit_count` looks at). Raises NoDigitError for a
+    blank image."""
     c = config or PreprocessConfig()
     loaded = load(image)
     # Every step costs per pixel, and a digit's crop is cut to STROKE_WORK before its stroke is
@@ -497,12 +503,13 @@ def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[
         finer = max(1, factor * side // STROKE_WORK)
         m = ink_map(loaded, c, single=True, factor=finer)
         box = top, left, bottom, right = bounding_box(m.ink)
-    return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom)
+    picture = m.picture if m.picture is not None else m.ink
+    return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom), picture
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
     """Any image holding one digit -> uint8 [28, 28]. Raises NoDigitError for a blank image."""
-    return preprocess_with_box(image, config)[0]
+    return prepare(image, config)[0]
 
 
 to_mnist = preprocess  # the name data.load_folder uses

@@ -26,8 +26,9 @@ from digitlab.reader.preprocess import (
     component_mass,
     ink_map,
     normalize_digit,
-    preprocess_with_box,
+    prepare,
     remove_specks,
+    small_copy,
     stroke_width,
 )
 
@@ -75,20 +76,30 @@ def as_dict(result: dict) -> dict:
 
 
 def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> dict:
-    """One digit: {"label", "status", "confidence", "probabilities", "image", "box"}. label is None for
-    a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
-    `min_confidence` ("unsure"). box: the digit's (left, top, right, bottom) in the input's pixels."""
+    """One digit: {"label", "status", "confidence", "probabilities", "image", "box", "ink"}. label is None
+    for a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
+    `min_confidence` ("unsure"). box: the digit's (left, top, right, bottom) in the input's pixels.
+    image: the 28x28 the model saw; ink: the whole picture's ink at the reader's working size (uint8,
+    every blob but specks), from which `digit_count` tells whether it holds several digits."""
     model = get_model(model)
     try:
-        x28, box = preprocess_with_box(image, config)
+        x28, box, ink = prepare(image, config)
     except NoDigitError:
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
-                "box": None}
+                "box": None, "ink": None}
     p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
     status = "not a digit" if not looks_like_a_digit(x28) else "ok" if confidence >= min_confidence else "unsure"
     return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
-            "probabilities": [float(v) for v in p], "image": x28, "box": list(box)}
+            "probabilities": [float(v) for v in p], "image": x28, "box": list(box), "ink": ink}
+
+
+def digit_count(ink: np.ndarray, side: int = 64) -> int:
+    """How many digit-sized ink blobs an ink map holds: blob groups (as `components` makes them) at least
+    half as tall as the tallest, on a copy reduced to `side` px (cheap; a broken stroke closes up)."""
+    _, groups = components(small_copy(ink, side))
+    heights = [box[3] - box[1] for box, _ in groups]
+    return sum(h >= 0.5 * max(heights) for h in heights)
 
 
 def looks_like_a_digit(x28: np.ndarray) -> bool:
