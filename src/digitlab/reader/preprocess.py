@@ -55,7 +55,7 @@ class InkMap:
     ink: np.ndarray  # uint8, paper 0, ink up to 255
     scale: tuple[float, float]  # input pixels per working pixel (x, y)
     size: tuple[int, int]  # the input's (width, height)
-    picture: np.ndarray | None = None  # single: the ink of the whole picture, every blob but specks
+    picture: np.ndarray | None = None  # the ink of the whole picture, every blob but specks
 
     def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
         """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
@@ -246,23 +246,35 @@ def label_mass(labels: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return mass
 
 
-def remove_specks(x: np.ndarray, fraction: float = 0.02, single: bool = False, reach: float = 0.3) -> np.ndarray:
-    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust).
-    single: also keep only the largest blob and the blobs near it (within `reach` of its size): one
-    digit in a picture that also holds a smudge, a shadow's edge or a stray mark elsewhere."""
+def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:
+    """Zero connected ink blobs holding less than `fraction` of the largest blob's ink (noise, dust)."""
+    return pick_digit(x, fraction, reach=None)[0]
+
+
+def pick_digit(x: np.ndarray, fraction: float = 0.02, reach: float | None = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """(x without specks as remove_specks makes it, and the largest blob with the blobs near it alone,
+    within `reach` of its size: one digit in a picture that also holds a smudge, a shadow's edge or a
+    stray mark elsewhere). One labelling for both; reach None: the second is not made (None)."""
     # labels alone first: OpenCV's labelling is several times faster without the statistics, and a
     # clean image (one blob) needs nothing more; after that, only the ink pixels are looked at
     mask = ink_mask(x)
     n, labels = cv2.connectedComponents(mask, connectivity=8)
     if n <= 2:
-        return x
+        return x, (None if reach is None else x)
     at = np.flatnonzero(mask)
     label = labels.ravel()[at]
     mass = np.bincount(label, weights=x.ravel()[at], minlength=n)
     keep = mass >= fraction * mass.max()
     keep[0] = False
-    if single:
-        keep &= near_main(blob_boxes(at, label, x.shape[1], keep), np.where(keep, mass, 0.0), reach)
+    picture = zero_blobs(x, at, label, keep)
+    if reach is None:
+        return picture, None
+    keep &= near_main(blob_boxes(at, label, x.shape[1], keep), np.where(keep, mass, 0.0), reach)
+    return picture, zero_blobs(x, at, label, keep)
+
+
+def zero_blobs(x: np.ndarray, at: np.ndarray, label: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """A copy of x without the blobs not kept (at: the ink pixels' flat indices, label: their blobs)."""
     out = x.copy()
     out.ravel()[at[~keep[label]]] = 0
     return out
@@ -281,10 +293,6 @@ def blob_boxes(at: np.ndarray, label: np.ndarray, width: int, wanted: np.ndarray
         r, c = rows[starts[i]:ends[i]], cols[starts[i]:ends[i]]
         boxes[i] = c.min(), r.min(), c.max() + 1 - c.min(), r.max() + 1 - r.min()
     return boxes
-
-
-def main_cluster(x: np.ndarray, reach: float = 0.3) -> np.ndarray:
-    return remove_specks(x, 0.0, single=True, reach=reach)
 
 
 def near_main(stats: np.ndarray, mass: np.ndarray, reach: float) -> np.ndarray:
@@ -330,7 +338,7 @@ def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarra
 def ink_map(image, config: PreprocessConfig | None = None, single: bool = False, factor: int = 1) -> InkMap:
     """Any image -> InkMap (paper 0, ink up to 255, at the working size reduced `factor` times).
     Raises NoDigitError when blank. single: the image holds one digit, so stray marks away from it
-    go too (main_cluster)."""
+    go too (pick_digit)."""
     c = config or PreprocessConfig()
     loaded = load(image)
     x = ink_image(loaded, c, factor)
@@ -343,9 +351,8 @@ def ink_map(image, config: PreprocessConfig | None = None, single: bool = False,
         x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
     picture = None
     if c.remove_specks:
-        x = remove_specks(x)
-        if single:  # the same as remove_specks(x, single=True), with the whole picture's ink kept too
-            picture, x = x, main_cluster(x)
+        picture, digit = pick_digit(x, reach=0.3 if single else None)
+        x = digit if single else picture
     return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size, picture)
 
 
