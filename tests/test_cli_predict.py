@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab import cli
+from digitlab import cli, reader
 from digitlab.cli import read_commands
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,6 +135,19 @@ def test_explain_writes_what_the_reader_saw_for_no_digit(blank, folder, tmp_path
 
 
 # ---------------------------------------------------------------------------- worker processes
+def test_a_chunk_gives_the_records_of_its_inputs_read_one_by_one(folder, row, blank, tmp_path):
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    paths = [folder / "000-7.png", tmp_path / "missing.png", row, blank, text, folder / "001-2.png"]
+    tasks = [(n, str(p), str(p)) for n, p in enumerate(paths)]
+    model = reader.get_model()
+    for options in (read_commands.PredictOptions(), read_commands.PredictOptions(multi=True)):
+        chunk = read_commands.answer_chunk(tasks, model, options)
+        assert chunk == [read_commands.answer_chunk([task], model, options)[0] for task in tasks]
+        assert [("error" in r) for r in chunk] == [False, True, False, False, True, False]
+    assert "hint" in read_commands.answer_chunk(tasks[2:3], model, read_commands.PredictOptions())[0]
+
+
 @pytest.mark.hostile("cli-parallel-order")
 def test_worker_processes_keep_order_and_answers(folder, capsys, monkeypatch):
     code, serial, _ = run([folder, "--json", "--jobs", "1"], capsys)

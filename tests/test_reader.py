@@ -54,6 +54,17 @@ def test_single_digits_in_realistic_images(corpus, model):
     assert accuracy >= 0.9, accuracy
 
 
+def test_classify_many_gives_classify_answers_in_order(corpus, model):
+    kinds = {kind: [s.data for s in corpus if s.kind == kind] for kind in ("single", "string", "blank")}
+    samples = kinds["single"][:20] + kinds["blank"][:3] + kinds["string"][:3] + kinds["single"][20:30]
+    many = reader.classify_many(samples, model)
+    one = [reader.classify(data, model) for data in samples]
+    assert [r["status"] for r in many] == [r["status"] for r in one] and "no digit" in [r["status"] for r in one]
+    for a, b in zip(many, one, strict=True):
+        assert (a["label"], a["box"], a["probabilities"]) == (b["label"], b["box"], b["probabilities"])
+        assert (a["image"] is None and b["image"] is None) or np.array_equal(a["image"], b["image"])
+
+
 def test_blank_canvases_are_no_digit_never_a_class(corpus, model):
     for s in (s for s in corpus if s.kind == "blank"):
         result = reader.classify(s.data, model)

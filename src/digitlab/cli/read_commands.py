@@ -30,6 +30,7 @@ from digitlab.reader.recognize import digit_count
 # and fsynced every second, and the journal becomes FILE when the run ends; a rerun after a crash or
 # a kill skips every input the journal already answers, so nothing is redone and nothing is lost.
 PARALLEL_MIN = 100  # fewer inputs: one process (each worker loads the model: not worth it for a handful)
+CHUNK = 32  # inputs read together (decoded, preprocessed, then the network: see reader.classify_many)
 SYNC_EVERY_S = 1.0
 
 
@@ -73,28 +74,50 @@ def predict_inputs(paths: list[str]) -> list[tuple[str, object]]:
     return inputs
 
 
-def answer(n: int, name: str, source: object, model, options: PredictOptions) -> dict:
-    """One input -> its record: the answer, or {"file", "error"}. Never raises a DigitlabError."""
+def answer_chunk(tasks: list[tuple[int, str, object]], model, options: PredictOptions) -> list[dict]:
+    """Some inputs -> their records, in order: the answer, or {"file", "error"}. Never raises a
+    DigitlabError. Single digits are read step by step over the whole chunk (reader.classify_many)."""
+    images = [opened(source) for _, _, source in tasks]  # decoded once, for the reading and the hint
+    readable = [image for image in images if not isinstance(image, DigitlabError)]
     try:
-        if isinstance(source, DigitlabError):
-            raise source
-        image = load(source)  # decoded once, for the reading and the several-digits hint
         if options.multi:
-            result = reader.read(image, model, options.min_confidence)
-            record = {"file": name, **result.as_dict()}
+            found = iter([reader.read(image, model, options.min_confidence) for image in readable])
+        else:
+            found = iter(reader.classify_many(readable, model, options.min_confidence))
+    except DigitlabError as e:  # none is expected once the images are decoded; were one raised, the chunk fails
+        return [to_record(n, name, image, e, options) for (n, name, _), image in zip(tasks, images, strict=True)]
+    return [to_record(n, name, image, image if isinstance(image, DigitlabError) else next(found), options)
+            for (n, name, _), image in zip(tasks, images, strict=True)]
+
+
+def opened(source: object) -> Loaded | DigitlabError:
+    if isinstance(source, DigitlabError):
+        return source
+    try:
+        return load(source)
+    except DigitlabError as e:
+        return e
+
+
+def to_record(n: int, name: str, image: Loaded | DigitlabError, result, options: PredictOptions) -> dict:
+    """One input's record from its reading (a Reading with --multi, else a classify result), or its error."""
+    if isinstance(result, DigitlabError):
+        return {"file": name, "error": str(result)}
+    try:
+        if options.multi:
+            out = {"file": name, **result.as_dict()}
             seen = [d.image for d in result.digits]
         else:
-            result = reader.classify(image, model, options.min_confidence)
-            record = {"file": name, **reader.as_dict(result)}
+            out = {"file": name, **reader.as_dict(result)}
             seen = [result["image"]] if result["image"] is not None else []
             if result["status"] != "no digit" and (count := digit_count(result["ink"])) > 1:
-                record["hint"] = f"looks like {count} digits: use --multi to read them as a number"
+                out["hint"] = f"looks like {count} digits: use --multi to read them as a number"
         if options.explain:
             write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
                           "" if seen else "-no-digit")
     except DigitlabError as e:
-        record = {"file": name, "error": str(e)}
-    return record
+        return {"file": name, "error": str(e)}
+    return out
 
 
 def what_the_reader_saw(image: Loaded) -> np.ndarray:
@@ -143,11 +166,11 @@ def _init_worker(options: PredictOptions) -> None:
     _WORKER["options"] = options
 
 
-def _answer_in_worker(task: tuple[int, str, object]) -> dict:
+def _answer_in_worker(tasks: list[tuple[int, str, object]]) -> list[dict]:
     model = _WORKER["model"]
     if isinstance(model, DigitlabError):
-        return {"file": task[1], "error": str(model)}
-    return answer(*task, model, _WORKER["options"])
+        return [{"file": name, "error": str(model)} for _, name, _ in tasks]
+    return answer_chunk(tasks, model, _WORKER["options"])
 
 
 def usable_cpus() -> int:
@@ -155,16 +178,21 @@ def usable_cpus() -> int:
 
 
 def answers(tasks: list[tuple[int, str, object]], options: PredictOptions, jobs: int) -> Iterator[dict]:
-    """Records in input order: in this process for a few inputs, else over `jobs` worker processes."""
+    """Records in input order: in this process for a few inputs, else over `jobs` worker processes;
+    in chunks of up to CHUNK inputs (smaller for a short list, so that every worker gets several)."""
     jobs = min(jobs or usable_cpus(), len(tasks))
-    if jobs <= 1 or len(tasks) < PARALLEL_MIN:
+    parallel = jobs > 1 and len(tasks) >= PARALLEL_MIN
+    size = max(1, min(CHUNK, len(tasks) // (8 * jobs))) if parallel else CHUNK
+    chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    if not parallel:
         model = reader.get_model(options.model)
-        for task in tasks:
-            yield answer(*task, model, options)
+        for chunk in chunks:
+            yield from answer_chunk(chunk, model, options)
         return
     pool = multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(options,))
     try:
-        yield from pool.imap(_answer_in_worker, tasks, chunksize=max(1, min(32, len(tasks) // (8 * jobs))))
+        for records in pool.imap(_answer_in_worker, chunks):
+            yield from records
         pool.close()
     finally:
         pool.terminate()
