@@ -1,6 +1,6 @@
 """The reader: any image of a handwritten digit or number -> digits, with calibrated confidence.
 
-Torch-free by design (numpy, Pillow, OpenCV, onnxruntime), so it installs and starts light;
+Torch-free by design (numpy, Pillow, pyspng, OpenCV, onnxruntime), so it installs and starts light;
 a lint rule (see pyproject.toml) keeps torch, scikit-learn and `digitlab.lab` out of it.
 """
 
