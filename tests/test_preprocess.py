@@ -14,6 +14,7 @@ from digitlab.reader.preprocess import (
     PreprocessConfig,
     ink_image,
     ink_map,
+    median,
     pick_digit,
     prepare,
     preprocess,
@@ -222,3 +223,10 @@ def test_the_picture_keeps_every_blob_and_the_digit_only_its_own():
     x28, box, picture = prepare(u8(canvas))  # a clean canvas is read at half size: so is its picture
     assert np.array_equal(x28, preprocess(u8(canvas))) and picture.shape == (200, 250)
     assert picture[181:185, 236:242].all() and picture[50:150, 50:150].any()
+
+
+def test_median_is_numpys():
+    rng = np.random.default_rng(3)
+    for n in [1, 2, 3, 4, *rng.integers(5, 3000, 40)]:
+        a = (rng.random(n) ** rng.uniform(0.2, 5) * 255).astype(np.uint8)
+        assert median(a) == np.median(a) and median(np.full(n, 7, np.uint8)) == 7.0
