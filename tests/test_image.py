@@ -111,6 +111,12 @@ def test_pngs_the_fast_path_leaves_to_pillow():
         assert fast is None or fast.gray.shape == (30, 50)
 
 
+def test_a_folder_given_as_an_image_is_a_one_line_error(tmp_path):
+    with pytest.raises(ImageError, match="cannot be read") as error:
+        load(str(tmp_path))
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+
+
 def outcome(data):
     """classify's result, or None for digitlab's own ImageError; anything else fails the test."""
     try:

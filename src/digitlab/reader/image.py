@@ -60,8 +60,10 @@ def load(src, max_side: int = WORK_SIZE) -> Loaded:
                 raise ImageError(f"{name}: file larger than {MAX_BYTES // 2**20} MB")
             with open(name, "rb") as f:
                 data = f.read(MAX_BYTES + 1)
-        except OSError:
+        except FileNotFoundError:
             raise ImageError(f"{name}: no such file") from None
+        except OSError as e:  # a folder, no permission, an I/O error
+            raise ImageError(f"{name}: cannot be read ({e.strerror or type(e).__name__})") from None
         if len(data) > MAX_BYTES:  # grew since its size was read
             raise ImageError(f"{name}: file larger than {MAX_BYTES // 2**20} MB")
         return open_image(data, name, max_side)
