@@ -113,9 +113,11 @@ def read_prepared(prepared: tuple | None, model, min_confidence: float) -> dict:
             "probabilities": [float(v) for v in p], "image": x28, "box": list(box), "ink": ink}
 
 
-def digit_count(ink: np.ndarray, side: int = 64) -> int:
+def digit_count(ink: np.ndarray, side: int = 128) -> int:
     """How many digit-sized ink blobs an ink map holds: blob groups (as `components` makes them) at least
-    half as tall as the tallest, on a copy reduced to `side` px (cheap; a broken stroke closes up)."""
+    half as tall as the tallest, on a copy reduced to `side` px (cheap; a broken stroke closes up, while
+    the gaps of a row of ten digits stay open: at 64 px, 33 of the suite's 50 rows got their count right,
+    at 128 px 49)."""
     _, groups = components(small_copy(ink, side))
     heights = [box[3] - box[1] for box, _ in groups]
     return sum(h >= 0.5 * max(heights) for h in heights)
