@@ -110,11 +110,13 @@ def dark_ink(gray: np.ndarray) -> bool:
     """True for dark ink on light paper. The paper is the image border's median (a frame-filling
     digit touches the border, but rarely most of it); the ink is whatever departs from it furthest,
     on a lightly smoothed copy of at most 512 px (so that one noise pixel does not decide, and a
-    shadow, which departs from the paper less than ink does, does not either)."""
+    shadow, which departs from the paper less than ink does, does not either). The border's median
+    is taken before smoothing: the median needs no help against a noise pixel, and on a small scan
+    smoothing mixes the border with the ink beside it (a 16x16 digit filling its frame)."""
     s = small_copy(gray, 512)
+    paper = float(np.median(border(s)))
     if min(s.shape) >= 9:
         s = cv2.blur(s, (3, 3))
-    paper = float(np.median(border(s)))
     low, high, _, _ = cv2.minMaxLoc(s)
     return paper - low > high - paper
 
@@ -150,6 +152,12 @@ def uneven_paper(x: np.ndarray) -> bool:
     levels = np.sort(np.partition(tiles, 25, axis=1)[:, 25])  # each tile's 10th percentile
     low, high = np.partition(s.ravel(), (40, 4055))[[40, 4055]]  # 1st and 99th percentiles
     return float(levels[-4]) - float(levels[0]) > max(8.0, (float(high) - float(low)) / 6)
+
+
+def two_level(x: np.ndarray) -> bool:
+    """A 1-bit image (two grey levels): a bitmap has no lighting to flatten, and its 'uneven paper'
+    is a thick digit filling the frame, which flattening would hollow out to its outline."""
+    return np.count_nonzero(histogram(x)) <= 2
 
 
 def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
@@ -321,7 +329,7 @@ def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarra
         gray = 255 - gray
     if grainy(gray):  # a grainy photo or scan: average the grain away
         gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
-    if c.flatten_background and uneven_paper(gray):
+    if c.flatten_background and uneven_paper(gray) and not two_level(gray):
         return flatten_background(gray, dark)
     return gray
 
@@ -386,6 +394,29 @@ def reduce_digit(x: np.ndarray, side: int = STROKE_WORK) -> np.ndarray:
     out = resize(x, max(1, round(w / f)), max(1, round(h / f)))
     peak = float(out.max())
     return out / peak if peak > 0 else out
+
+
+def block_size(x: np.ndarray) -> int:
+    """k when x is a smaller image blown up k times blocky (nearest neighbour), else 1. The crop is
+    cut at the ink's edge, which in such an image is a block's edge, so the blocks start at (0, 0)."""
+    h, w = x.shape
+    for k in range(min(h, w) // 4, 1, -1):  # the largest factor first: 4x-blocky is 2x-blocky too
+        if h % k == 0 and w % k == 0 and np.array_equal(
+                cv2.resize(x[::k, ::k], (w, h), interpolation=cv2.INTER_NEAREST), x):
+            return k
+    return 1
+
+
+def smooth_bitmap(x: np.ndarray, fine: int = 4, small: int = 40) -> np.ndarray:
+    """A 1-bit crop (uint8) -> smooth edges: a blocky upscale is taken back to its own pixels, and a
+    small bitmap is blown up `fine` times with cubic interpolation, so that its staircase edges become
+    the smooth outline they sampled and adjust_stroke can thin it by fractions of its pixels."""
+    k = block_size(x)
+    if k > 1:
+        x = x[::k, ::k]
+    if max(x.shape) >= small:
+        return x
+    return cv2.resize(x, (x.shape[1] * fine, x.shape[0] * fine), interpolation=cv2.INTER_CUBIC)
 
 
 def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
@@ -466,6 +497,8 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
     if c.crop:
         top, left, bottom, right = box or bounding_box(x)
         x = x[top:bottom, left:right]
+    if x.dtype == np.uint8 and two_level(x):
+        x = smooth_bitmap(x)
     x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
     x = reduce_digit(x)
     if c.stroke_width:
