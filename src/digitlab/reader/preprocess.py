@@ -17,7 +17,7 @@ inference path, which imports neither torch nor scipy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey lev
 STROKE_WORK = 80  # a cropped digit is reduced to this longest side before stroke and scale steps
 SINGLE_WORK = 160  # an image of one digit is first read reduced to about this longest side, and
 SMALL_DIGIT = 64  # again at a finer scale if its digit came out shorter than this
+FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these shares (see narrower_views)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class PreprocessConfig:
     center_of_mass: bool = True  # centre of mass at (14, 14) (off: centre the bounding box)
     deskew: bool = False  # shear so the digit's main axis is vertical (MNIST itself is not deskewed)
     box: int = 20
+    aspect: float = 1.0  # width x this after cropping: a frame-filling digit's lost aspect (see narrower_views)
     min_contrast: float = 0.08  # ink must differ from the paper by this much (of the 0-1 range)
 
 
@@ -499,6 +501,8 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
         x = x[top:bottom, left:right]
     if x.dtype == np.uint8 and two_level(x):
         x = smooth_bitmap(x)
+    if c.aspect != 1.0:
+        x = cv2.resize(x, (max(1, round(x.shape[1] * c.aspect)), x.shape[0]), interpolation=cv2.INTER_AREA)
     x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
     x = reduce_digit(x)
     if c.stroke_width:
@@ -531,6 +535,27 @@ def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[
         m = ink_map(loaded, c, single=True, factor=finer)
         box = top, left, bottom, right = bounding_box(m.ink)
     return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom)
+
+
+def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """Does the ink's (left, top, right, bottom) box touch all four sides of a (width, height) image?"""
+    left, top, right, bottom = box
+    w, h = size
+    slack = max(w, h) // 100
+    return left <= slack and top <= slack and right >= w - slack and bottom >= h - slack
+
+
+def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: PreprocessConfig | None = None,
+                   aspects: tuple[float, ...] = FRAME_ASPECTS) -> list[np.ndarray]:
+    """A digit whose ink touches all four sides of its image was likely stretched to the frame's shape
+    (a cell cut from a form; collections that store digits size-normalized, aspect not kept): its own
+    aspect is lost, and MNIST digits are narrower than tall (median width/height 0.8; a 1, 0.45). The
+    28x28 views of such a digit (`box`: its ink, in `loaded`'s pixels) narrowed to each of `aspects`;
+    [] when the ink leaves a margin."""
+    if not fills_frame(box, loaded.size):
+        return []
+    c = config or PreprocessConfig()
+    return [preprocess_with_box(loaded, replace(c, aspect=c.aspect * a))[0] for a in aspects]
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
