@@ -559,7 +559,13 @@ def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: Prepr
     if not fills_frame(box, loaded.size):
         return []
     c = config or PreprocessConfig()
-    return [preprocess_with_box(loaded, replace(c, aspect=c.aspect * a))[0] for a in aspects]
+    views = []
+    for a in aspects:
+        try:
+            views.append(preprocess_with_box(loaded, replace(c, aspect=c.aspect * a))[0])
+        except NoDigitError:  # nothing left of it this narrow (the deskew step can lose it)
+            continue
+    return views
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
