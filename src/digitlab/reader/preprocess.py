@@ -47,6 +47,7 @@ class PreprocessConfig:
     deskew: bool = False  # shear so the digit's main axis is vertical (MNIST itself is not deskewed)
     box: int = 20
     aspect: float = 1.0  # width x this after cropping: a frame-filling digit's lost aspect (see narrower_views)
+    erode_share: float = 0.5  # stroke_width erodes at most this share of the average stroke (see thinner_view)
     min_contrast: float = 0.08  # ink must differ from the paper by this much (of the 0-1 range)
 
 
@@ -425,9 +426,10 @@ def smooth_bitmap(x: np.ndarray, fine: int = 4, small: int = 40) -> np.ndarray:
     return cv2.resize(x, (x.shape[1] * fine, x.shape[0] * fine), interpolation=cv2.INTER_CUBIC)
 
 
-def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
+def adjust_stroke(x: np.ndarray, box: int, erode_share: float = 0.5) -> np.ndarray:
     """Dilate thin pen lines / erode marker strokes so that, once the digit is scaled to `box`,
-    the stroke is about as wide as MNIST's."""
+    the stroke is about as wide as MNIST's. Erosion takes at most `erode_share` of the average
+    stroke's width, so that the thinner strokes of a digit are not eroded away."""
     scale = box / max(x.shape)
     own = stroke_width(x)
     width = own * scale
@@ -437,7 +439,7 @@ def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
     if width < MNIST_STROKE:
         x = cv2.copyMakeBorder(x, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
         return cv2.dilate(x, np.ones((k + 1, k + 1), np.uint8))
-    k = min(k, int(own / 2))  # never erode a stroke away
+    k = min(k, int(own * erode_share))  # never erode a stroke away
     return cv2.erode(x, np.ones((k + 1, k + 1), np.uint8)) if k >= 1 else x
 
 
@@ -510,7 +512,7 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
     x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
     x = reduce_digit(x)
     if c.stroke_width:
-        x = adjust_stroke(x, c.box)
+        x = adjust_stroke(x, c.box, c.erode_share)
     if c.deskew:
         x = deskew_digit(x)
         top, left, bottom, right = bounding_box(x, 0.05)
@@ -566,6 +568,19 @@ def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: Prepr
         except NoDigitError:  # nothing left of it this narrow (the deskew step can lose it)
             continue
     return views
+
+
+def thinner_view(loaded: Loaded, config: PreprocessConfig | None = None, erode_share: float = 0.75) -> list[np.ndarray]:
+    """A 1-bit image's strokes may be thicker than eroding half their average width can fix (a thick
+    stroke stretched when its digit was squashed into its frame): the 28x28 view eroded up to
+    `erode_share` of it. [] for other images: eroding grey images harder loses their thin strokes."""
+    if loaded.alpha is not None or not two_level(loaded.gray):
+        return []
+    c = config or PreprocessConfig()
+    try:
+        return [preprocess_with_box(loaded, replace(c, erode_share=max(c.erode_share, erode_share)))[0]]
+    except NoDigitError:
+        return []
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:

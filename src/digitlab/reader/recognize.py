@@ -31,6 +31,7 @@ from digitlab.reader.preprocess import (
     preprocess_with_box,
     remove_specks,
     stroke_width,
+    thinner_view,
 )
 
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
@@ -88,9 +89,9 @@ def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessC
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
                 "box": None}
     digit = looks_like_a_digit(x28)
-    if not digit:  # too thick or too full: maybe a digit stretched to fill its frame, read narrower
-        x28, digit = next(((v, True) for v in narrower_views(loaded, box, config) if looks_like_a_digit(v)),
-                          (x28, False))
+    if not digit:  # too thick or too full: maybe a digit squashed into its frame, or a 1-bit marker
+        views = narrower_views(loaded, box, config) + thinner_view(loaded, config)
+        x28, digit = next(((v, True) for v in views if looks_like_a_digit(v)), (x28, False))
     p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
     status = "not a digit" if not digit else "ok" if confidence >= min_confidence else "unsure"
