@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitlab.errors import NoDigitError
+from digitlab.reader.image import load
 from digitlab.reader.infer import OnnxModel, bundled
 from digitlab.reader.preprocess import (
     PreprocessConfig,
     component_mass,
     ink_map,
+    narrower_views,
     normalize_digit,
     prepare,
     remove_specks,
     small_copy,
     stroke_width,
+    thinner_view,
 )
 
 # Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
@@ -92,23 +95,34 @@ def classify_many(images: Sequence, model=None, min_confidence: float = 0.0,
     cache (about a tenth less time per image for a folder of canvases); one image at a time is this
     network's fastest, as a batch's activations no longer fit the cache."""
     model = get_model(model)
-    prepared = []
-    for image in images:
-        try:
-            prepared.append(prepare(image, config))
-        except NoDigitError:
-            prepared.append(None)
-    return [read_prepared(p, model, min_confidence) for p in prepared]
+    seen = [look(image, config) for image in images]
+    return [read_seen(s, model, min_confidence) for s in seen]
 
 
-def read_prepared(prepared: tuple | None, model, min_confidence: float) -> dict:
-    if prepared is None:
+def look(image, config: PreprocessConfig | None) -> tuple | None:
+    """classify's preprocessing of one image: (the 28x28, whether it looks like a digit, its box, the
+    picture's ink), or None when blank."""
+    loaded = load(image)
+    try:
+        x28, box, ink = prepare(loaded, config)
+    except NoDigitError:
+        return None
+    digit = looks_like_a_digit(x28)
+    if not digit:  # too thick or too full: maybe a digit squashed into its frame, or a 1-bit marker
+        views = narrower_views(loaded, box, config) + thinner_view(loaded, config)
+        x28, digit = next(((v, True) for v in views if looks_like_a_digit(v)), (x28, False))
+    return x28, digit, box, ink
+
+
+def read_seen(seen: tuple | None, model, min_confidence: float) -> dict:
+    """classify's answer from `look`'s preprocessing: the network's reading."""
+    if seen is None:
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
                 "box": None, "ink": None}
-    x28, box, ink = prepared
+    x28, digit, box, ink = seen
     p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
-    status = "not a digit" if not looks_like_a_digit(x28) else "ok" if confidence >= min_confidence else "unsure"
+    status = "not a digit" if not digit else "ok" if confidence >= min_confidence else "unsure"
     return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
             "probabilities": [float(v) for v in p], "image": x28, "box": list(box), "ink": ink}
 
