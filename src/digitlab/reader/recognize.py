@@ -31,15 +31,34 @@ from digitlab.reader.preprocess import (
     stroke_width,
 )
 
-# Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
-# digit in two must buy more confidence than that; a digit wider than tall is rare (MNIST: 1%
-# beyond 1.4), while two touching digits are usually wider than tall, so each unit of width beyond
-# WIDE x the height costs WIDTH_COST (the model alone reads many touching pairs as one digit).
-DIGIT_COST = 1.5
-WIDE = 0.9
-WIDTH_COST = 12.0
+
+# Segmentation prior, in log-likelihood units (see Segmentation).
+@dataclass(frozen=True)
+class Segmentation:
+    """How a blob is read as one or more digits: the model's log-probability of each piece's label,
+    minus these costs; the cheapest reading wins (dynamic programming over candidate cuts)."""
+
+    digit: float = 0.0  # every digit read costs this, so cutting a digit in two must buy more confidence
+    cut: float = 0.0  # per stroke width of ink a cut crosses: two touching digits share one stroke, a 0 cut in two has two
+    wide: float = 0.9  # a digit wider than tall is rare (MNIST: 1% beyond 1.4); each unit of width beyond
+    width: float = 12.0  # `wide` x the height costs `width` (the model alone reads many touching pairs as one digit)
+    min_split: float = 0.5  # blobs narrower than this x their height are not cut at all
+    margin: float = 0.1  # cuts start this share of the height in from a blob's edges (a 1 is about this wide)
+    step: float = 0.1
+    laterals: tuple = (0.05, 0.5, 3.0)
+    both_ways: bool = True
+    distinct: float = 0.1
+
+
+SEGMENTATION = Segmentation()
+CAUTIOUS = Segmentation(digit=1.5, min_split=0.9, margin=0.25, step=0.125, laterals=(0.05,), both_ways=False,
+                        distinct=1 / 16)
+SPREAD = 1.5
+# How wide each digit is: mean and standard deviation of log(width / height) of its ink's box (pixels
+# above 64) over the MNIST training set, per class (tests/test_recognize.py recomputes them).
+LOG_ASPECT = np.log([0.900, 0.394, 0.931, 0.791, 0.786, 0.929, 0.722, 0.768, 0.755, 0.674])
+LOG_ASPECT_SD = np.array([0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205])
 WIDTH_OF = 1.0  # a piece's width is judged against its height, or this share of the row's when taller
-CUT_MARGIN = 0.25  # cuts start this share of the height in from a blob's edges (a 1 is about this wide)
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
@@ -128,42 +147,50 @@ def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[in
     return labels, merged
 
 
-def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.05) -> np.ndarray:
-    """The top-to-bottom path (one column per row, moving at most one column per row, within `reach`
-    of column `start`) crossing the least ink: where two touching digits meet it slips through the
-    one stroke they share. Dynamic programming, one row at a time."""
+def cheapest_paths(ink: np.ndarray, ends: np.ndarray, lateral: float) -> np.ndarray:
+    """[len(ends), h] columns: for each bottom column in `ends`, the top-to-bottom path ending there
+    (moving at most one column per row, `lateral` per column moved) that crosses the least ink: where
+    two touching digits meet it slips through the one stroke they share. One dynamic-programming pass
+    for all ends; the blob's outer columns are never used (a cut along the edge cuts nothing)."""
     h, w = ink.shape
-    lo, hi = max(1, start - reach), min(w - 1, start + reach + 1)  # never along the blob's own edge
-    band = ink[:, lo:hi]
-    cost = band[0].astype(np.float64).copy()
-    back = np.zeros(band.shape, np.int8)
-    big = np.inf
+    cost = ink[0].astype(np.float64)
+    cost[[0, -1]] = np.inf
+    back = np.zeros((h, w), np.int8)
     for r in range(1, h):
-        left = np.concatenate([[big], cost[:-1]]) + lateral
-        right = np.concatenate([cost[1:], [big]]) + lateral
-        choice = np.argmin(np.stack([left, cost, right]), axis=0)
-        cost = np.stack([left, cost, right])[choice, np.arange(len(cost))] + band[r]
+        moves = np.full((3, w), np.inf)
+        moves[0, 1:], moves[1], moves[2, :-1] = cost[:-1] + lateral, cost, cost[1:] + lateral
+        choice = np.argmin(moves, axis=0)
+        cost = moves[choice, np.arange(w)] + ink[r]
+        cost[[0, -1]] = np.inf
         back[r] = choice - 1
-    col = int(np.argmin(cost + lateral * np.abs(np.arange(lo, hi) - start)))
-    path = np.empty(h, np.int64)
+    paths = np.empty((len(ends), h), np.int64)
+    cols = np.asarray(ends, np.int64)
     for r in range(h - 1, -1, -1):
-        path[r] = col + lo
-        col = int(col + back[r, col])
-    return path
+        paths[:, r] = cols
+        cols = cols + back[r, cols]
+    return paths
 
 
-def split_points(ink: np.ndarray, height: int) -> list[np.ndarray | None]:
+def split_points(ink: np.ndarray, height: int, prior: Segmentation = SEGMENTATION) -> list[np.ndarray | None]:
     """Candidate cuts through one blob, left to right: its edges (None) and the distinct cheapest
-    paths started every ~height/8 columns away from the edges."""
+    paths ending every `step` x height columns away from the edges, run from the top down and from
+    the bottom up (two digits often touch near one end only), supple and stiff (`laterals`)."""
     h, w = ink.shape
-    margin, step = max(1, int(CUT_MARGIN * height)), max(1, height // 8)
-    paths: list[np.ndarray] = []
-    for start in range(margin, w - margin, step):
-        path = cheapest_path(ink, start, max(2, min(height // 4, start - margin // 2, w - margin // 2 - start)))
-        if not paths or abs(float(path.mean()) - float(paths[-1].mean())) >= max(1.0, height / 16):
-            paths.append(path)
-    paths.sort(key=lambda p: float(p.mean()))
-    return [None, *paths, None]
+    margin = max(1, int(prior.margin * height))
+    ends = np.arange(margin, w - margin, max(1, int(prior.step * height)))
+    if not len(ends):
+        return [None, None]
+    found = []
+    for lateral in prior.laterals:
+        found += list(cheapest_paths(ink, ends, lateral))
+        if prior.both_ways:
+            found += list(cheapest_paths(ink[::-1], ends, lateral)[:, ::-1])
+    found.sort(key=lambda p: float(p.mean()))
+    kept: list[np.ndarray] = []
+    for path in found:
+        if all(float(np.abs(path - other).mean()) >= max(1.0, prior.distinct * height) for other in kept):
+            kept.append(path)
+    return [None, *kept, None]
 
 
 def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
@@ -179,16 +206,35 @@ def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -
     return remove_specks(piece, 0.1) if piece.any() else piece
 
 
-def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
-              row_height: int | None = None) -> tuple[float, list]:
-    """(log-likelihood, [(x28, probabilities, (left, top, right, bottom)), ...]) of the best reading
-    of one blob as one or more digits: dynamic programming over its candidate cuts, every piece
-    scored by the model in one batch. A piece much wider than tall is improbable (MNIST: 1% beyond
-    1.4) and every digit costs DIGIT_COST, so a cut must buy more confidence than it costs."""
+@dataclass
+class Piece:
+    image: np.ndarray  # the 28x28 the model saw
+    box: tuple[int, int, int, int]  # left, top, right, bottom in working pixels
+    width: float  # its width over its height (or the row's height when that is taller)
+    aspect: float  # its own width over its own height
+    probabilities: np.ndarray
+
+
+@dataclass
+class Lattice:
+    """One blob's candidate readings: cut k crosses `crossed[k]` stroke widths of ink (0 at the
+    blob's edges, cuts 0 and n-1); pieces[(i, j)] is the ink between cuts i and j."""
+
+    crossed: list[float]
+    pieces: dict[tuple[int, int], Piece]
+    height: int  # the blob's height in working pixels
+
+
+def blob_lattice(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
+                 row_height: int | None = None, prior: Segmentation = SEGMENTATION) -> Lattice:
+    """Every piece between two candidate cuts of one blob (float ink 0-1 at `origin` (top, left) of
+    the working image), scored by the model in one batch."""
     h, w = ink.shape
-    cuts = split_points(ink, height) if w >= 0.9 * height else [None, None]
+    cuts = split_points(ink, height, prior) if w >= prior.min_split * height else [None, None]
     n = len(cuts)
-    pieces: dict[tuple[int, int], tuple] = {}
+    stroke = max(stroke_width(ink), 1.0)
+    crossed = [0.0] + [float(ink[np.arange(h), c].sum()) / stroke for c in cuts[1:-1]] + [0.0]
+    found: dict[tuple[int, int], tuple] = {}
     for i in range(n - 1):
         for j in range(i + 1, n):
             piece = piece_between(ink, cuts[i], cuts[j])
@@ -206,22 +252,34 @@ def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, conf
                 continue
             box = (origin[1] + int(cols[0]), origin[0] + int(rows[0]),
                    origin[1] + int(cols[-1]) + 1, origin[0] + int(rows[-1]) + 1)
-            pieces[(i, j)] = (x28, box, pw / max(ph, WIDTH_OF * (row_height or height)))
-    if not pieces:
-        return -50.0, []
-    keys = list(pieces)
-    probs = model.predict_proba(np.stack([pieces[k][0] for k in keys]))
-    value = {k: math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, pieces[k][2] - WIDE)
-             for k, p in zip(keys, probs, strict=True)}
-    proba = dict(zip(keys, probs, strict=True))
+            found[(i, j)] = (x28, box, pw / max(ph, WIDTH_OF * (row_height or height)), pw / ph)
+    if not found:
+        return Lattice(crossed, {}, h)
+    keys = list(found)
+    probs = model.predict_proba(np.stack([found[k][0] for k in keys]))
+    return Lattice(crossed, {k: Piece(*found[k], p) for k, p in zip(keys, probs, strict=True)}, h)
+
+
+def best_reading(lattice: Lattice, prior: Segmentation = SEGMENTATION) -> tuple[float, list[Piece]]:
+    """(log-likelihood, pieces left to right) of the best reading of a blob: each piece scores the
+    log-probability of its label minus the digit cost and the width prior, each cut its ink."""
+    n = len(lattice.crossed)
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * (n - 1)
-    for j in range(1, n):
-        for i in range(j):
-            if (i, j) in value and best[i][0] + value[(i, j)] > best[j][0]:
-                best[j] = (best[i][0] + value[(i, j)], best[i][1] + [(i, j)])
+    for (i, j), piece in sorted(lattice.pieces.items(), key=lambda kv: kv[0][1]):
+        label = int(piece.probabilities.argmax())
+        value = (math.log(float(piece.probabilities[label]) + 1e-12) - prior.digit
+                 - prior.width * max(0.0, piece.width - prior.wide) - prior.cut * lattice.crossed[i])
+        if best[i][0] + value > best[j][0]:
+            best[j] = (best[i][0] + value, best[i][1] + [piece])
     if not best[-1][1]:
         return -50.0, []
-    return best[-1][0], [(pieces[k][0], proba[k], pieces[k][1]) for k in best[-1][1]]
+    return best[-1]
+
+
+def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
+              row_height: int | None = None, prior: Segmentation = SEGMENTATION) -> tuple[float, list[Piece]]:
+    """The best reading of one blob as one or more digits: `best_reading` of its `blob_lattice`."""
+    return best_reading(blob_lattice(ink, origin, height, model, config, row_height, prior), prior)
 
 
 def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> Reading:
@@ -241,6 +299,7 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
     if not groups:
         return Reading("", [])
     row_height = max(box[3] - box[1] for box, _ in groups)
+    digit = [box[3] - box[1] >= 0.5 * row_height for box, _ in groups]  # not a fleck
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * len(groups)
     for end in range(1, len(groups) + 1):
         box = groups[end - 1][0]
@@ -255,14 +314,20 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             right, bottom = max(b[0][2] for b in members), max(b[0][3] for b in members)
             ids = [i for _, member_ids in members for i in member_ids]
             inside = np.isin(labels[top:bottom, left:right], ids)
+            # the row's other digits say how wide one digit is: a blob no wider than the widest
+            # of them is one digit unless the model is sure otherwise; a lone blob, or one wider
+            # than every other, may hold several
+            others = [b[0][2] - b[0][0] for k, b in enumerate(groups) if digit[k] and not start <= k < end]
+            prior = CAUTIOUS if others and right - left <= SPREAD * max(others) else SEGMENTATION
             own = np.where(inside, x[top:bottom, left:right] / np.float32(255), 0.0)
             value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config,
-                                     row_height)
+                                     row_height, prior)
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)
     digits = []
-    for x28, p, (left, top, right, bottom) in best[-1][1]:
+    for piece in best[-1][1]:
+        x28, p, (left, top, right, bottom) = piece.image, piece.probabilities, piece.box
         label, confidence = int(p.argmax()), float(p.max())
         digits.append(Digit(label if confidence >= min_confidence else None, confidence,
                             m.to_input(left, top, right, bottom), [float(v) for v in p], x28))
