@@ -88,17 +88,17 @@ def test_touching_pair_is_read_as_two_digits_with_input_pixel_boxes(test_digits,
 
 
 def test_touching_pairs_accuracy_small_budget(test_digits, model):
-    """30 touching pairs from MNIST test digits and pen strokes, rendered as canvases, paper, scans and
-    photos (the suite's recipe, another seed). Measured 26/30 here (87%); the floor sits below it."""
+    """40 touching pairs (the suite's recipe: MNIST test digits and pen strokes, pushed together until
+    their ink overlaps) on scanned-paper canvases. Measured 36/40 with this reader, 29/40 with the
+    session-3 reader (straight-down cuts only, every digit costing 1.5); the floor sits below 36."""
     x, y = test_digits
     rng = np.random.default_rng(2024)
     right = 0
-    for _ in range(30):
+    for _ in range(40):
         ink, truth = touching_row(x, y, rng, 2)
-        style = str(rng.choice(["canvas", "canvas_inverted", "rgba", "paper", "scan", "photo"]))
-        data, _ = render(ink, rng, canvas=(int(ink.shape[0] * 1.8), int(ink.shape[1] * 1.2)), style=style)
+        data, _ = render(ink, rng, canvas=(int(ink.shape[0] * 1.8), int(ink.shape[1] * 1.2)), style="paper")
         right += reader.read(data, model).text == truth
-    assert right >= 23, right
+    assert right >= 32, right
 
 
 def test_a_row_of_separate_digits_is_not_cut(test_digits, model):
