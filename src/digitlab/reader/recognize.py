@@ -7,9 +7,9 @@ the cheapest paths through the ink (from the top down and from the bottom up, su
 slip between two digits that meet in one stroke, where a straight cut would slice both), every piece
 between two cuts is read by the model in one batch, and the chain of pieces the model reads most
 confidently wins (`Segmentation`). The row's other digits say how wide one digit is: a blob no wider
-is cut only when the model is very sure (`CAUTIOUS`). Boxes are in the input image's pixels. Confidence is temperature-scaled (the model
-card's `temperature`, fitted by `fit_temperature` on held-out data, applied by `infer.OnnxModel`),
-so 0.9 means right about 9 times in 10.
+is cut only when the model is very sure (`CAUTIOUS`). Boxes are in the input image's pixels.
+Confidence is temperature-scaled (the model card's `temperature`, fitted by `fit_temperature` on
+held-out data, applied by `infer.OnnxModel`), so 0.9 means right about 9 times in 10.
 No torch here: the model is any object with `predict_proba(uint8 [N, 28, 28]) -> [N, 10]`.
 """
 
