@@ -34,7 +34,7 @@ def run_tests(mode: str) -> dict[str, dict[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "hostile.jsonl"
         marks = "hostile and not slow" if mode == "fast" else "hostile"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks, "tests"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m", marks, "tests"]
         if mode == "no-run":
             cmd.append("--collect-only")
         env = {**os.environ, "DIGITLAB_HOSTILE_LOG": str(log),

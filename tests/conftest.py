@@ -5,6 +5,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (-n auto): each computes on one thread, so torch's and OpenMP's threads
+    # (here and in the subprocesses tests start) never outnumber the cores and spin against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 ROOT = Path(os.environ.get("DIGITLAB_DATA", REPO.parent / "shared" / "data"))
 

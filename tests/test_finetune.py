@@ -215,21 +215,30 @@ def test_finetune_learns_a_writers_style_and_keeps_mnist(tmp_path, mnist, capsys
     assert models.load(out).score(x_held, y_test[held]) == pytest.approx(after, abs=0.004)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["fastai", "all", "head"])
-def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, method):
-    (x_train, _), (x_test, y_test) = mnist
-    writer = WRITERS[3]  # narrow, tilted: 96.4% before, 98-99% after 5 per digit (BENCHMARKS.md)
+@pytest.fixture(scope="module")
+def writer3(mnist):
+    """Writer 3's digits (narrow, tilted: 96.4% before, 98-99% after 5 per digit, BENCHMARKS.md), the
+    bundled model, and its scores before fine-tuning (computed once for every method)."""
+    _, (x_test, y_test) = mnist
     pool, held = writer_split(y_test, 3)
+    writer = WRITERS[3]
     x_pool, x_held = writer.apply(x_test[pool[:50]], y_test[pool[:50]]), writer.apply(x_test[held], y_test[held])
     base = load_base("bundled")
+    before = base.score(x_held, y_test[held]), base.score(x_test[:5000], y_test[:5000])
+    return (x_pool, y_test[pool[:50]]), (x_held, y_test[held]), base, before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["all", "head"])  # "fastai", the default, is `digitlab finetune`'s test above
+def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, writer3, method):
+    _, (x_test, y_test) = mnist
+    (x_pool, y_pool), (x_held, y_held), base, (held_before, mnist_before) = writer3
     x_old, y_old = rehearsal_sample(3000, 0)
-    model = adapt(copy.deepcopy(base), x_pool, y_test[pool[:50]], x_old, y_old, FinetuneConfig(method=method))
-    assert model.score(x_held, y_test[held]) >= base.score(x_held, y_test[held]) + 0.01
+    model = adapt(copy.deepcopy(base), x_pool, y_pool, x_old, y_old, FinetuneConfig(method=method))
+    assert model.score(x_held, y_held) >= held_before + 0.01
     # the 0.1-point promise is `digitlab finetune`'s (fastai, checked on all 10,000 in the test above); one LR
     # for every layer forgets more on this CPU (-0.22 point on these 5,000 images, -0.07 on an H200)
-    bound = 0.002 if method == "fastai" else 0.005
-    assert model.score(x_test[:5000], y_test[:5000]) >= base.score(x_test[:5000], y_test[:5000]) - bound
+    assert model.score(x_test[:5000], y_test[:5000]) >= mnist_before - 0.005
     if method == "head":  # the head-only method never touches the body
         for mine, theirs in zip(model.layer_groups()[:-1], base.layer_groups()[:-1], strict=True):
             assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),

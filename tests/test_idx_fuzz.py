@@ -105,6 +105,14 @@ def test_header_overflow_regression():
             decode(data, "overflow.idx")
 
 
+@pytest.mark.hostile("idx-header-overflow")
+def test_empty_array_with_overflowing_sides_regression():
+    raw = bytes([0, 0, 8, 3]) + struct.pack(">3I", 2499805184, 3690987520, 0)  # 0 bytes, but no numpy shape
+    with pytest.raises(HeaderMismatchError, match="not a valid array"):
+        decode(raw, "empty.idx")
+    assert decode(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 28, 28), "none.idx").shape == (0, 28, 28)
+
+
 @pytest.mark.hostile("idx-huge-header")
 def test_huge_header():
     raw = bytes([0, 0, 8, 3]) + struct.pack(">3I", 10**9, 28, 28) + bytes(784)

@@ -67,7 +67,10 @@ def decode(raw: bytes, name: str) -> np.ndarray:
             f"{name}: header says {'x'.join(map(str, shape))} {dtype.name} "
             f"({expected:,} bytes) but the payload holds {len(payload):,} bytes"
         )
-    array = np.frombuffer(payload, dtype=dtype, offset=header_len).reshape(shape)
+    try:
+        array = np.frombuffer(payload, dtype=dtype, offset=header_len).reshape(shape)
+    except ValueError:  # an empty array whose other sides overflow numpy's size (0 x 2^31 x 2^31)
+        raise HeaderMismatchError(f"{name}: header's shape {'x'.join(map(str, shape))} is not a valid array") from None
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
