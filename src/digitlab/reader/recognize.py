@@ -203,24 +203,27 @@ def split_points(ink: np.ndarray, height: int, prior: Segmentation = SEGMENTATIO
         if prior.both_ways:
             found += list(cheapest_paths(ink[::-1], ends, lateral)[:, ::-1])
     found.sort(key=lambda p: float(p.mean()))
-    kept: list[np.ndarray] = []
+    kept = np.empty((0, h), np.int64)
     for path in found:
-        if all(float(np.abs(path - other).mean()) >= max(1.0, prior.distinct * height) for other in kept):
-            kept.append(path)
+        if not len(kept) or np.abs(kept - path).mean(axis=1).min() >= max(1.0, prior.distinct * height):
+            kept = np.vstack([kept, path])
     return [None, *kept, None]
 
 
-def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
+def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> tuple[np.ndarray, int]:
     """The ink right of path a and left of path b (None: the blob's edge), slivers of the neighbour
-    digit removed."""
-    cols = np.arange(ink.shape[1])[None, :]
-    mask = np.ones(ink.shape, bool)
+    digit removed: (the columns from the first that path a reaches to the last path b does, the first
+    column's index). Only that band is looked at: a long blob has many pieces."""
+    lo = int(a.min()) if a is not None else 0
+    hi = int(b.max()) if b is not None else ink.shape[1]
+    cols = np.arange(lo, hi)[None, :]
+    mask = np.ones((ink.shape[0], hi - lo), bool)
     if a is not None:
         mask &= cols >= a[:, None]
     if b is not None:
         mask &= cols < b[:, None]
-    piece = np.where(mask, ink, 0.0).astype(np.float32)
-    return remove_specks(piece, 0.1) if piece.any() else piece
+    piece = np.where(mask, ink[:, lo:hi], 0.0).astype(np.float32)
+    return (remove_specks(piece, 0.1) if piece.any() else piece), lo
 
 
 @dataclass
@@ -250,10 +253,10 @@ def blob_lattice(ink: np.ndarray, origin: tuple[int, int], height: int, model, c
     found: dict[tuple[int, int], tuple] = {}
     for i in range(n - 1):
         for j in range(i + 1, n):
-            piece = piece_between(ink, cuts[i], cuts[j])
+            piece, lo = piece_between(ink, cuts[i], cuts[j])
             if not piece.any():
                 continue
-            rows, cols = np.flatnonzero(piece.any(axis=1)), np.flatnonzero(piece.any(axis=0))
+            rows, cols = np.flatnonzero(piece.any(axis=1)), lo + np.flatnonzero(piece.any(axis=0))
             pw, ph = cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]
             if (i, j) != (0, n - 1) and (ph < prior.shortest * height or pw < 0.1 * height):
                 continue  # a sliver cut off a digit, not a digit
