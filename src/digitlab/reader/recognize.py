@@ -44,8 +44,8 @@ class Segmentation:
 
     # -- scoring
     digit: float = 0.0  # cost of each digit read. 0: no prior on the count, so an extra digit must be
-    # read at least as confidently as the reading it replaces (costs of 0.1 / 0.25 lost 15 / 24 points
-    # on touching rows for no gain on pairs); CAUTIOUS raises it where the row says one digit is this wide
+    # read at least as confidently as the reading it replaces (costs of 0.1 / 0.25 lost 13 / 21 points
+    # on touching rows for +0.6 / -3 on pairs); CAUTIOUS raises it where the row says one digit is this wide
     wide: float = 0.9  # a digit wider than tall is rare (MNIST: 1% beyond 1.4); each unit of width beyond
     width: float = 12.0  # `wide` x the height costs `width` (the model alone reads many merged pairs as one digit)
     # -- candidate cuts
@@ -67,8 +67,8 @@ class Segmentation:
 
 
 SEGMENTATION = Segmentation()
-# A blob the rest of the row says is one digit wide: the session-3 reader as it was (fewer, supple
-# cuts; every digit costs 1.5, so a cut must buy a lot of confidence): single digits stay whole.
+# A blob the rest of the row says is one digit wide: the session-3 reader's settings (fewer, supple,
+# top-down cuts; every digit costs 1.5, so a cut must buy a lot of confidence): single digits stay whole.
 CAUTIOUS = Segmentation(digit=1.5, min_split=0.9, margin=0.25, step=0.125, laterals=(0.05,), both_ways=False,
                         distinct=1 / 16, shortest=0.5)
 # A blob at most SPREAD x as wide as the widest other digit in its row is taken to be one digit wide:
