@@ -17,7 +17,7 @@ inference path, which imports neither torch nor scipy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey lev
 STROKE_WORK = 80  # a cropped digit is reduced to this longest side before stroke and scale steps
 SINGLE_WORK = 160  # an image of one digit is first read reduced to about this longest side, and
 SMALL_DIGIT = 64  # again at a finer scale if its digit came out shorter than this
+FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these shares (see narrower_views)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class PreprocessConfig:
     center_of_mass: bool = True  # centre of mass at (14, 14) (off: centre the bounding box)
     deskew: bool = False  # shear so the digit's main axis is vertical (MNIST itself is not deskewed)
     box: int = 20
+    aspect: float = 1.0  # width x this after cropping: a frame-filling digit's lost aspect (see narrower_views)
+    erode_share: float = 0.5  # stroke_width erodes at most this share of the average stroke (see thinner_view)
     min_contrast: float = 0.08  # ink must differ from the paper by this much (of the 0-1 range)
 
 
@@ -110,11 +113,13 @@ def dark_ink(gray: np.ndarray) -> bool:
     """True for dark ink on light paper. The paper is the image border's median (a frame-filling
     digit touches the border, but rarely most of it); the ink is whatever departs from it furthest,
     on a lightly smoothed copy of at most 512 px (so that one noise pixel does not decide, and a
-    shadow, which departs from the paper less than ink does, does not either)."""
+    shadow, which departs from the paper less than ink does, does not either). The border's median
+    is taken before smoothing: the median needs no help against a noise pixel, and on a small scan
+    smoothing mixes the border with the ink beside it (a 16x16 digit filling its frame)."""
     s = small_copy(gray, 512)
+    paper = float(np.median(border(s)))
     if min(s.shape) >= 9:
         s = cv2.blur(s, (3, 3))
-    paper = float(np.median(border(s)))
     low, high, _, _ = cv2.minMaxLoc(s)
     return paper - low > high - paper
 
@@ -150,6 +155,16 @@ def uneven_paper(x: np.ndarray) -> bool:
     levels = np.sort(np.partition(tiles, 25, axis=1)[:, 25])  # each tile's 10th percentile
     low, high = np.partition(s.ravel(), (40, 4055))[[40, 4055]]  # 1st and 99th percentiles
     return float(levels[-4]) - float(levels[0]) > max(8.0, (float(high) - float(low)) / 6)
+
+
+def two_level(x: np.ndarray) -> bool:
+    """A 1-bit image (two grey levels): a bitmap has no lighting to flatten, and its 'uneven paper'
+    is a thick digit filling the frame, which flattening would hollow out to its outline."""
+    low, high, _, _ = cv2.minMaxLoc(x)
+    between = np.zeros(256, np.uint8)
+    between[int(low) + 1:int(high)] = 1
+    # a sparse sample first: anti-aliased ink (a canvas, a photo) shows its greys in any sample
+    return not any(cv2.countNonZero(cv2.LUT(part, between)) for part in (np.ascontiguousarray(x[::4, ::4]), x))
 
 
 def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
@@ -321,7 +336,7 @@ def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarra
         gray = 255 - gray
     if grainy(gray):  # a grainy photo or scan: average the grain away
         gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
-    if c.flatten_background and uneven_paper(gray):
+    if c.flatten_background and uneven_paper(gray) and not two_level(gray):
         return flatten_background(gray, dark)
     return gray
 
@@ -388,9 +403,33 @@ def reduce_digit(x: np.ndarray, side: int = STROKE_WORK) -> np.ndarray:
     return out / peak if peak > 0 else out
 
 
-def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
+def block_size(x: np.ndarray) -> int:
+    """k when x is a smaller image blown up k times blocky (nearest neighbour), else 1. The crop is
+    cut at the ink's edge, which in such an image is a block's edge, so the blocks start at (0, 0)."""
+    h, w = x.shape
+    for k in range(min(h, w) // 4, 1, -1):  # the largest factor first: 4x-blocky is 2x-blocky too
+        if h % k == 0 and w % k == 0 and np.array_equal(
+                cv2.resize(x[::k, ::k], (w, h), interpolation=cv2.INTER_NEAREST), x):
+            return k
+    return 1
+
+
+def smooth_bitmap(x: np.ndarray, fine: int = 4, small: int = 40) -> np.ndarray:
+    """A 1-bit crop (uint8) -> smooth edges: a blocky upscale is taken back to its own pixels, and a
+    small bitmap is blown up `fine` times with cubic interpolation, so that its staircase edges become
+    the smooth outline they sampled and adjust_stroke can thin it by fractions of its pixels."""
+    k = block_size(x)
+    if k > 1:
+        x = x[::k, ::k]
+    if max(x.shape) >= small:
+        return x
+    return cv2.resize(x, (x.shape[1] * fine, x.shape[0] * fine), interpolation=cv2.INTER_CUBIC)
+
+
+def adjust_stroke(x: np.ndarray, box: int, erode_share: float = 0.5) -> np.ndarray:
     """Dilate thin pen lines / erode marker strokes so that, once the digit is scaled to `box`,
-    the stroke is about as wide as MNIST's."""
+    the stroke is about as wide as MNIST's. Erosion takes at most `erode_share` of the average
+    stroke's width, so that the thinner strokes of a digit are not eroded away."""
     scale = box / max(x.shape)
     own = stroke_width(x)
     width = own * scale
@@ -400,7 +439,7 @@ def adjust_stroke(x: np.ndarray, box: int) -> np.ndarray:
     if width < MNIST_STROKE:
         x = cv2.copyMakeBorder(x, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
         return cv2.dilate(x, np.ones((k + 1, k + 1), np.uint8))
-    k = min(k, int(own / 2))  # never erode a stroke away
+    k = min(k, int(own * erode_share))  # never erode a stroke away
     return cv2.erode(x, np.ones((k + 1, k + 1), np.uint8)) if k >= 1 else x
 
 
@@ -466,10 +505,14 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
     if c.crop:
         top, left, bottom, right = box or bounding_box(x)
         x = x[top:bottom, left:right]
+    if x.dtype == np.uint8 and two_level(x):
+        x = smooth_bitmap(x)
+    if c.aspect != 1.0:
+        x = cv2.resize(x, (max(1, round(x.shape[1] * c.aspect)), x.shape[0]), interpolation=cv2.INTER_AREA)
     x = x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else np.asarray(x, np.float32)
     x = reduce_digit(x)
     if c.stroke_width:
-        x = adjust_stroke(x, c.box)
+        x = adjust_stroke(x, c.box, c.erode_share)
     if c.deskew:
         x = deskew_digit(x)
         top, left, bottom, right = bounding_box(x, 0.05)
@@ -498,6 +541,46 @@ def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[
         m = ink_map(loaded, c, single=True, factor=finer)
         box = top, left, bottom, right = bounding_box(m.ink)
     return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom)
+
+
+def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """Does the ink's (left, top, right, bottom) box touch all four sides of a (width, height) image?"""
+    left, top, right, bottom = box
+    w, h = size
+    slack = max(w, h) // 100
+    return left <= slack and top <= slack and right >= w - slack and bottom >= h - slack
+
+
+def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: PreprocessConfig | None = None,
+                   aspects: tuple[float, ...] = FRAME_ASPECTS) -> list[np.ndarray]:
+    """A digit whose ink touches all four sides of its image was likely stretched to the frame's shape
+    (a cell cut from a form; collections that store digits size-normalized, aspect not kept): its own
+    aspect is lost, and MNIST digits are narrower than tall (median width/height 0.8; a 1, 0.45). The
+    28x28 views of such a digit (`box`: its ink, in `loaded`'s pixels) narrowed to each of `aspects`;
+    [] when the ink leaves a margin."""
+    if not fills_frame(box, loaded.size):
+        return []
+    c = config or PreprocessConfig()
+    views = []
+    for a in aspects:
+        try:
+            views.append(preprocess_with_box(loaded, replace(c, aspect=c.aspect * a))[0])
+        except NoDigitError:  # nothing left of it this narrow (the deskew step can lose it)
+            continue
+    return views
+
+
+def thinner_view(loaded: Loaded, config: PreprocessConfig | None = None, erode_share: float = 0.75) -> list[np.ndarray]:
+    """A 1-bit image's strokes may be thicker than eroding half their average width can fix (a thick
+    stroke stretched when its digit was squashed into its frame): the 28x28 view eroded up to
+    `erode_share` of it. [] for other images: eroding grey images harder loses their thin strokes."""
+    if loaded.alpha is not None or not two_level(loaded.gray):
+        return []
+    c = config or PreprocessConfig()
+    try:
+        return [preprocess_with_box(loaded, replace(c, erode_share=max(c.erode_share, erode_share)))[0]]
+    except NoDigitError:
+        return []
 
 
 def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:

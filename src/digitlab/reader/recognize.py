@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitlab.errors import NoDigitError
+from digitlab.reader.image import load
 from digitlab.reader.infer import OnnxModel, bundled
 from digitlab.reader.preprocess import (
     PreprocessConfig,
     component_mass,
     ink_map,
+    narrower_views,
     normalize_digit,
     preprocess_with_box,
     remove_specks,
     stroke_width,
+    thinner_view,
 )
 
 
@@ -115,14 +118,19 @@ def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessC
     a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
     `min_confidence` ("unsure"). box: the digit's (left, top, right, bottom) in the input's pixels."""
     model = get_model(model)
+    loaded = load(image)
     try:
-        x28, box = preprocess_with_box(image, config)
+        x28, box = preprocess_with_box(loaded, config)
     except NoDigitError:
         return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
                 "box": None}
+    digit = looks_like_a_digit(x28)
+    if not digit:  # too thick or too full: maybe a digit squashed into its frame, or a 1-bit marker
+        views = narrower_views(loaded, box, config) + thinner_view(loaded, config)
+        x28, digit = next(((v, True) for v in views if looks_like_a_digit(v)), (x28, False))
     p = model.predict_proba(x28[None])[0]
     label, confidence = int(p.argmax()), float(p.max())
-    status = "not a digit" if not looks_like_a_digit(x28) else "ok" if confidence >= min_confidence else "unsure"
+    status = "not a digit" if not digit else "ok" if confidence >= min_confidence else "unsure"
     return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
             "probabilities": [float(v) for v in p], "image": x28, "box": list(box)}
 
