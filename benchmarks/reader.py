@@ -148,10 +148,13 @@ def main() -> None:
     print("\nrows (exact text):")
     for category in ROW_CATEGORIES:
         rows = [s for s in samples if s.style == category]
+        t = time.perf_counter()
         got = [reader.read(s.data, model).text for s in rows]
+        each = (time.perf_counter() - t) / max(1, len(rows))
         exact = np.mean([g == s.truth for g, s in zip(got, rows, strict=True)])
         blank = sum(g == "" for g in got)
-        print(f"  {category:<20} {pct(float(exact))} of {len(rows)}   (read as blank: {blank})")
+        print(f"  {category:<20} {pct(float(exact))} of {len(rows)}   (read as blank: {blank}; "
+              f"{1e3 * each:.0f} ms per image, decoding included)")
 
     # -- blanks and non-digits
     blanks = [s for s in samples if s.kind == "blank"]

@@ -2,12 +2,14 @@
 
 The model sees only what `preprocess` makes of the image. A row of digits is cut into digits by
 connected components; pieces that overlap horizontally are one digit drawn in several strokes (the
-hat of a 5, a 4 in two strokes). Digits that touch are separated along the cheapest path through the
-ink from top to bottom (it slips between two digits that meet in one stroke, where a straight cut
-would slice both); candidate paths are scored by the model, and the segmentation the model reads
-most confidently wins. Boxes are in the input image's pixels. Confidence is temperature-scaled (the model
-card's `temperature`, fitted by `fit_temperature` on held-out data, applied by `infer.OnnxModel`),
-so 0.9 means right about 9 times in 10.
+hat of a 5, a 4 in two strokes). Digits that touch are separated by recognition: candidate cuts are
+the cheapest paths through the ink (from the top down and from the bottom up, supple and stiff; they
+slip between two digits that meet in one stroke, where a straight cut would slice both), every piece
+between two cuts is read by the model in one batch, and the chain of pieces the model reads most
+confidently wins (`Segmentation`). The row's other digits say how wide one digit is: a blob no wider
+is cut only when the model is very sure (`CAUTIOUS`). Boxes are in the input image's pixels.
+Confidence is temperature-scaled (the model card's `temperature`, fitted by `fit_temperature` on
+held-out data, applied by `infer.OnnxModel`), so 0.9 means right about 9 times in 10.
 No torch here: the model is any object with `predict_proba(uint8 [N, 28, 28]) -> [N, 10]`.
 """
 
@@ -36,15 +38,49 @@ from digitlab.reader.preprocess import (
     thinner_view,
 )
 
-# Segmentation prior, in log-likelihood units: every digit read costs DIGIT_COST, so cutting a
-# digit in two must buy more confidence than that; a digit wider than tall is rare (MNIST: 1%
-# beyond 1.4), while two touching digits are usually wider than tall, so each unit of width beyond
-# WIDE x the height costs WIDTH_COST (the model alone reads many touching pairs as one digit).
-DIGIT_COST = 1.5
-WIDE = 0.9
-WIDTH_COST = 12.0
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How one ink blob is read as one or more digits. Candidate cuts are cheapest paths through the
+    ink (`split_points`); every piece between two cuts is read by the model, scores the log-probability
+    of its label minus the costs below (log-likelihood units), and dynamic programming finds the best
+    chain of pieces. Values were chosen on suite seeds 7, 77, 777 and on pairs of MNIST *training*
+    digits (never on the benchmark's seed 1234); why each has its value is beside it."""
+
+    # -- scoring
+    digit: float = 0.0  # cost of each digit read. 0: no prior on the count, so an extra digit must be
+    # read at least as confidently as the reading it replaces (costs of 0.1 / 0.25 lost 13 / 21 points
+    # on touching rows for +0.6 / -3 on pairs); CAUTIOUS raises it where the row says one digit is this wide
+    wide: float = 0.9  # a digit wider than tall is rare (MNIST: 1% beyond 1.4); each unit of width beyond
+    width: float = 12.0  # `wide` x the height costs `width` (the model alone reads many merged pairs as one digit)
+    # -- candidate cuts
+    min_split: float = 0.5  # a blob narrower than this x its height is one digit (a 1, a slim 7); two
+    # touching digits were as narrow as 0.64 x on the development seeds (a 3 and a 1)
+    margin: float = 0.1  # cuts end at least this x the height inside the blob's edges: a 1 is about this wide
+    step: float = 0.1  # paths end every `step` x the height: about a stroke's width (MNIST: 2 px of 20)
+    laterals: tuple[float, ...] = (0.05, 0.5, 3.0)  # cost of moving one column per row, in ink (0-1 per
+    # pixel): a supple path winds through any gap, a stiff one cuts nearly straight where digits overlap
+    both_ways: bool = True  # paths also from the bottom up: digits touching near the top need paths that
+    # start anywhere along the top and fall to the cheapest bottom, and vice versa
+    distinct: float = 0.1  # paths closer than this x the height (mean column gap) cut out the same pieces
+    shortest: float = 0.6  # a cut piece is at least this x the blob's height: digits in a row are nearly as
+    # tall as each other (99% of the true pieces on the development seeds are >= 0.66 x); shorter pieces
+    # are a stroke's stub or the place two digits join
+    widest: float = 1.3  # a cut piece wider than this x the height is not read: the width prior would take
+    # 12 x (1.3 - 0.9) = 4.8 or more from it, more than any reading of narrower pieces loses (the same
+    # readings as 1.8 on the development seeds, with fewer model calls in long rows)
+
+
+SEGMENTATION = Segmentation()
+# A blob the rest of the row says is one digit wide: the session-3 reader's settings (fewer, supple,
+# top-down cuts; every digit costs 1.5, so a cut must buy a lot of confidence): single digits stay whole.
+CAUTIOUS = Segmentation(digit=1.5, min_split=0.9, margin=0.25, step=0.125, laterals=(0.05,), both_ways=False,
+                        distinct=1 / 16, shortest=0.5)
+# A blob at most SPREAD x as wide as the widest other digit in its row is taken to be one digit wide:
+# MNIST digit widths vary by 0.33 in log units (sd; exp(0.33) = 1.39), and 1.5 kept the development
+# seeds' separate rows as they were (1.0 and 1.2 cut 2-4 more single digits in 160 rows).
+SPREAD = 1.5
 WIDTH_OF = 1.0  # a piece's width is judged against its height, or this share of the row's when taller
-CUT_MARGIN = 0.25  # cuts start this share of the height in from a blob's edges (a 1 is about this wide)
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 
@@ -174,100 +210,137 @@ def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[in
     return labels, merged
 
 
-def cheapest_path(ink: np.ndarray, start: int, reach: int, lateral: float = 0.05) -> np.ndarray:
-    """The top-to-bottom path (one column per row, moving at most one column per row, within `reach`
-    of column `start`) crossing the least ink: where two touching digits meet it slips through the
-    one stroke they share. Dynamic programming, one row at a time."""
+def cheapest_paths(ink: np.ndarray, ends: np.ndarray, lateral: float) -> np.ndarray:
+    """[len(ends), h] columns: for each bottom column in `ends`, the top-to-bottom path ending there
+    (moving at most one column per row, `lateral` per column moved) that crosses the least ink: where
+    two touching digits meet it slips through the one stroke they share. One dynamic-programming pass
+    for all ends; the blob's outer columns are never used (a cut along the edge cuts nothing)."""
     h, w = ink.shape
-    lo, hi = max(1, start - reach), min(w - 1, start + reach + 1)  # never along the blob's own edge
-    band = ink[:, lo:hi]
-    cost = band[0].astype(np.float64).copy()
-    back = np.zeros(band.shape, np.int8)
-    big = np.inf
+    cost = ink[0].astype(np.float64)
+    cost[[0, -1]] = np.inf
+    back = np.zeros((h, w), np.int8)
     for r in range(1, h):
-        left = np.concatenate([[big], cost[:-1]]) + lateral
-        right = np.concatenate([cost[1:], [big]]) + lateral
-        choice = np.argmin(np.stack([left, cost, right]), axis=0)
-        cost = np.stack([left, cost, right])[choice, np.arange(len(cost))] + band[r]
+        moves = np.full((3, w), np.inf)
+        moves[0, 1:], moves[1], moves[2, :-1] = cost[:-1] + lateral, cost, cost[1:] + lateral
+        choice = np.argmin(moves, axis=0)
+        cost = moves[choice, np.arange(w)] + ink[r]
+        cost[[0, -1]] = np.inf
         back[r] = choice - 1
-    col = int(np.argmin(cost + lateral * np.abs(np.arange(lo, hi) - start)))
-    path = np.empty(h, np.int64)
+    paths = np.empty((len(ends), h), np.int64)
+    cols = np.asarray(ends, np.int64)
     for r in range(h - 1, -1, -1):
-        path[r] = col + lo
-        col = int(col + back[r, col])
-    return path
+        paths[:, r] = cols
+        cols = cols + back[r, cols]
+    return paths
 
 
-def split_points(ink: np.ndarray, height: int) -> list[np.ndarray | None]:
+def split_points(ink: np.ndarray, height: int, prior: Segmentation = SEGMENTATION) -> list[np.ndarray | None]:
     """Candidate cuts through one blob, left to right: its edges (None) and the distinct cheapest
-    paths started every ~height/8 columns away from the edges."""
+    paths ending every `step` x height columns away from the edges, run from the top down and from
+    the bottom up (two digits often touch near one end only), supple and stiff (`laterals`)."""
     h, w = ink.shape
-    margin, step = max(1, int(CUT_MARGIN * height)), max(1, height // 8)
-    paths: list[np.ndarray] = []
-    for start in range(margin, w - margin, step):
-        path = cheapest_path(ink, start, max(2, min(height // 4, start - margin // 2, w - margin // 2 - start)))
-        if not paths or abs(float(path.mean()) - float(paths[-1].mean())) >= max(1.0, height / 16):
-            paths.append(path)
-    paths.sort(key=lambda p: float(p.mean()))
-    return [None, *paths, None]
+    margin = max(1, int(prior.margin * height))
+    ends = np.arange(margin, w - margin, max(1, int(prior.step * height)))
+    if not len(ends):
+        return [None, None]
+    found = []
+    for lateral in prior.laterals:
+        found += list(cheapest_paths(ink, ends, lateral))
+        if prior.both_ways:
+            found += list(cheapest_paths(ink[::-1], ends, lateral)[:, ::-1])
+    found.sort(key=lambda p: float(p.mean()))
+    kept = np.empty((0, h), np.int64)
+    for path in found:
+        if not len(kept) or np.abs(kept - path).mean(axis=1).min() >= max(1.0, prior.distinct * height):
+            kept = np.vstack([kept, path])
+    return [None, *kept, None]
 
 
-def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
+def piece_between(ink: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> tuple[np.ndarray, int]:
     """The ink right of path a and left of path b (None: the blob's edge), slivers of the neighbour
-    digit removed."""
-    cols = np.arange(ink.shape[1])[None, :]
-    mask = np.ones(ink.shape, bool)
+    digit removed: (the columns from the first that path a reaches to the last path b does, the first
+    column's index). Only that band is looked at: a long blob has many pieces."""
+    lo = int(a.min()) if a is not None else 0
+    hi = int(b.max()) if b is not None else ink.shape[1]
+    cols = np.arange(lo, hi)[None, :]
+    mask = np.ones((ink.shape[0], hi - lo), bool)
     if a is not None:
         mask &= cols >= a[:, None]
     if b is not None:
         mask &= cols < b[:, None]
-    piece = np.where(mask, ink, 0.0).astype(np.float32)
-    return remove_specks(piece, 0.1) if piece.any() else piece
+    piece = np.where(mask, ink[:, lo:hi], 0.0).astype(np.float32)
+    return (remove_specks(piece, 0.1) if piece.any() else piece), lo
 
 
-def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
-              row_height: int | None = None) -> tuple[float, list]:
-    """(log-likelihood, [(x28, probabilities, (left, top, right, bottom)), ...]) of the best reading
-    of one blob as one or more digits: dynamic programming over its candidate cuts, every piece
-    scored by the model in one batch. A piece much wider than tall is improbable (MNIST: 1% beyond
-    1.4) and every digit costs DIGIT_COST, so a cut must buy more confidence than it costs."""
+@dataclass
+class Piece:
+    image: np.ndarray  # the 28x28 the model saw
+    box: tuple[int, int, int, int]  # left, top, right, bottom in working pixels
+    width: float  # its width over its height (or the row's height when that is taller)
+    probabilities: np.ndarray
+
+
+@dataclass
+class Lattice:
+    """One blob's candidate readings: `cuts` cuts, its edges included (cut 0 and cut `cuts` - 1);
+    pieces[(i, j)] is the ink between cuts i and j, read by the model."""
+
+    cuts: int
+    pieces: dict[tuple[int, int], Piece]
+
+
+def blob_lattice(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
+                 row_height: int | None = None, prior: Segmentation = SEGMENTATION) -> Lattice:
+    """Every piece between two candidate cuts of one blob (float ink 0-1 at `origin` (top, left) of
+    the working image), scored by the model in one batch."""
     h, w = ink.shape
-    cuts = split_points(ink, height) if w >= 0.9 * height else [None, None]
+    cuts = split_points(ink, height, prior) if w >= prior.min_split * height else [None, None]
     n = len(cuts)
-    pieces: dict[tuple[int, int], tuple] = {}
+    found: dict[tuple[int, int], tuple] = {}
     for i in range(n - 1):
         for j in range(i + 1, n):
-            piece = piece_between(ink, cuts[i], cuts[j])
+            piece, lo = piece_between(ink, cuts[i], cuts[j])
             if not piece.any():
                 continue
-            rows, cols = np.flatnonzero(piece.any(axis=1)), np.flatnonzero(piece.any(axis=0))
+            rows, cols = np.flatnonzero(piece.any(axis=1)), lo + np.flatnonzero(piece.any(axis=0))
             pw, ph = cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]
-            if (i, j) != (0, n - 1) and (ph < 0.5 * height or pw < 0.1 * height):
+            if (i, j) != (0, n - 1) and (ph < prior.shortest * height or pw < 0.1 * height):
                 continue  # a sliver cut off a digit, not a digit
-            if pw > 1.8 * height and (i, j) != (0, n - 1):
-                continue  # several digits: only the uncut blob is scored whatever its width
+            if pw > prior.widest * height and (i, j) != (0, n - 1):
+                continue  # several digits: only the uncut blob is read whatever its width
             try:
                 x28 = normalize_digit(piece, config)
             except NoDigitError:
                 continue
             box = (origin[1] + int(cols[0]), origin[0] + int(rows[0]),
                    origin[1] + int(cols[-1]) + 1, origin[0] + int(rows[-1]) + 1)
-            pieces[(i, j)] = (x28, box, pw / max(ph, WIDTH_OF * (row_height or height)))
-    if not pieces:
-        return -50.0, []
-    keys = list(pieces)
-    probs = model.predict_proba(np.stack([pieces[k][0] for k in keys]))
-    value = {k: math.log(float(p.max()) + 1e-12) - DIGIT_COST - WIDTH_COST * max(0.0, pieces[k][2] - WIDE)
-             for k, p in zip(keys, probs, strict=True)}
-    proba = dict(zip(keys, probs, strict=True))
+            found[(i, j)] = (x28, box, pw / max(ph, WIDTH_OF * (row_height or height)))
+    if not found:
+        return Lattice(n, {})
+    keys = list(found)
+    probs = model.predict_proba(np.stack([found[k][0] for k in keys]))
+    return Lattice(n, {k: Piece(*found[k], p) for k, p in zip(keys, probs, strict=True)})
+
+
+def best_reading(lattice: Lattice, prior: Segmentation = SEGMENTATION) -> tuple[float, list[Piece]]:
+    """(log-likelihood, pieces left to right) of the best reading of a blob: each piece scores the
+    log-probability of its label minus the digit cost and the width prior."""
+    n = lattice.cuts
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * (n - 1)
-    for j in range(1, n):
-        for i in range(j):
-            if (i, j) in value and best[i][0] + value[(i, j)] > best[j][0]:
-                best[j] = (best[i][0] + value[(i, j)], best[i][1] + [(i, j)])
+    for (i, j), piece in sorted(lattice.pieces.items(), key=lambda kv: kv[0][1]):
+        value = (math.log(float(piece.probabilities.max()) + 1e-12) - prior.digit
+                 - prior.width * max(0.0, piece.width - prior.wide))
+        if best[i][0] + value > best[j][0]:
+            best[j] = (best[i][0] + value, best[i][1] + [piece])
     if not best[-1][1]:
         return -50.0, []
-    return best[-1][0], [(pieces[k][0], proba[k], pieces[k][1]) for k in best[-1][1]]
+    return best[-1]
+
+
+def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
+              row_height: int | None = None, prior: Segmentation = SEGMENTATION) -> tuple[float, list[Piece]]:
+    """The best reading of one blob as one or more digits: `best_reading` of its `blob_lattice`."""
+    return best_reading(blob_lattice(ink, origin, height, model, config, row_height, prior), prior)
 
 
 def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> Reading:
@@ -276,7 +349,7 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
 
     Blobs are grouped by dynamic programming: a digit is one blob or up to three neighbouring blobs
     that (nearly) overlap horizontally (a broken stroke), and each group may be cut again where
-    digits touch; the grouping whose digits the model reads most confidently wins."""
+    digits touch (`read_blob`); the grouping whose digits the model reads most confidently wins."""
     model = get_model(model)
     try:
         m = ink_map(image, config)
@@ -287,6 +360,7 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
     if not groups:
         return Reading("", [])
     row_height = max(box[3] - box[1] for box, _ in groups)
+    digit = [box[3] - box[1] >= 0.5 * row_height for box, _ in groups]  # not a fleck
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * len(groups)
     for end in range(1, len(groups) + 1):
         box = groups[end - 1][0]
@@ -301,14 +375,20 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             right, bottom = max(b[0][2] for b in members), max(b[0][3] for b in members)
             ids = [i for _, member_ids in members for i in member_ids]
             inside = np.isin(labels[top:bottom, left:right], ids)
+            # the row's other digits say how wide one digit is: a blob up to SPREAD x the widest
+            # of them is one digit unless the model is sure otherwise; a lone blob, or one wider,
+            # may hold several
+            others = [b[0][2] - b[0][0] for k, b in enumerate(groups) if digit[k] and not start <= k < end]
+            prior = CAUTIOUS if others and right - left <= SPREAD * max(others) else SEGMENTATION
             own = np.where(inside, x[top:bottom, left:right] / np.float32(255), 0.0)
             value, found = read_blob(own.astype(np.float32), (top, left), max(bottom - top, 1), model, config,
-                                     row_height)
+                                     row_height, prior)
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)
     digits = []
-    for x28, p, (left, top, right, bottom) in best[-1][1]:
+    for piece in best[-1][1]:
+        x28, p, (left, top, right, bottom) = piece.image, piece.probabilities, piece.box
         label, confidence = int(p.argmax()), float(p.max())
         digits.append(Digit(label if confidence >= min_confidence else None, confidence,
                             m.to_input(left, top, right, bottom), [float(v) for v in p], x28))
