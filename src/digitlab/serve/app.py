@@ -215,10 +215,7 @@ def predict_one(loaded: Loaded, source, cfg: ServeConfig, min_confidence: float,
         result = reader.classify(source, model=loaded.model, min_confidence=min_confidence)
     except ImageError as e:
         raise reader_error(e) from None
-    box = result.get("box")  # the reader gives the digit's box in the input's pixels, when it has one
-    out = {"label": result["label"], "confidence": float(result["confidence"]),
-           "probabilities": result["probabilities"], "box": list(box) if box is not None else None,
-           "status": result["status"], "model": loaded.name}
+    out = {**reader.as_dict(result), "model": loaded.name}  # the CLI's --json answer: same fields, same rounding
     if include_image and result.get("image") is not None:
         out["image"] = png_data_url(result["image"])
     return out
