@@ -243,7 +243,7 @@ def test_suite_rows_and_blanks(suite, model):
     rows = [s for s in suite if s.style == "row"]
     assert np.mean([reader.read(s.data, model).text == s.truth for s in rows]) >= 0.8
     pairs = [s for s in suite if s.style == "pair_touching"]
-    assert np.mean([reader.read(s.data, model).text == s.truth for s in pairs]) >= 0.2  # measured ~40%: see BENCHMARKS
+    assert np.mean([reader.read(s.data, model).text == s.truth for s in pairs]) >= 0.6  # 8 of 10; 80% on the full suite
     for s in (s for s in suite if s.kind == "blank"):
         assert reader.classify(s.data, model)["status"] == "no digit"
 
