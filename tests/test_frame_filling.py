@@ -14,8 +14,8 @@ from digitlab.reader.preprocess import (
     fills_frame,
     ink_map,
     narrower_views,
+    prepare,
     preprocess,
-    preprocess_with_box,
     smooth_bitmap,
     stroke_width,
     thinner_view,
@@ -106,14 +106,14 @@ def test_narrower_views_only_for_digits_that_fill_their_frame(test_digits):
                   if b[0].any() and b[-1].any() and b[:, 0].any() and b[:, -1].any())
     square = cv2.resize(np.where(bitmap, 0, 255).astype(np.uint8), (112, 112), interpolation=cv2.INTER_NEAREST)
     loaded = load(square)
-    x28, box = preprocess_with_box(loaded)
+    x28, box, _ = prepare(loaded)
     views = narrower_views(loaded, box, aspects=(0.7, 0.45))
     assert len(views) == 2
     widths = [np.ptp(np.flatnonzero(v.max(0) > 40)) for v in (x28, *views)]
     assert widths[0] > widths[1] > widths[2]  # each narrower than the last
     margin = cv2.copyMakeBorder(square, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=255)
     loaded = load(margin)
-    assert narrower_views(loaded, preprocess_with_box(loaded)[1]) == []
+    assert narrower_views(loaded, prepare(loaded)[1]) == []
 
 
 def test_thick_1bit_ones_are_not_called_not_a_digit(test_digits, model):

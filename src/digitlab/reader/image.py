@@ -121,17 +121,9 @@ def decode_png(data: bytes, size: tuple[int, int]) -> Loaded | None:
     except (RuntimeError, ValueError, MemoryError):
         return None
     w, h = size
-    if a.dtype != np.uint8 or a.shape[:2] != (h, w):
+    if a.dtype != np.uint8 or a.shape[:2] != (h, w) or not (a.ndim == 2 or a.ndim == 3 and a.shape[2] in (3, 4)):
         return None
-    if a.ndim == 2:
-        return Loaded(a, None, (1.0, 1.0), size)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        return None
-    if a.shape[2] == 3:
-        return Loaded(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), None, (1.0, 1.0), size)
-    alpha = cv2.extractChannel(a, 3)
-    return Loaded(cv2.cvtColor(a, cv2.COLOR_RGBA2GRAY), alpha if cv2.minMaxLoc(alpha)[0] < 255 else None,
-                  (1.0, 1.0), size)
+    return Loaded(*gray_alpha(a), (1.0, 1.0), size)
 
 
 def from_pil(image: Image.Image, name: str, max_side: int) -> Loaded:
@@ -193,15 +185,20 @@ def _gray_alpha(image: Image.Image, max_side: int) -> tuple[np.ndarray, np.ndarr
         image = image.convert("RGBA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ImageError(f"unsupported image mode {mode}")
-    image = _reduce(image, max_side)
-    if image.mode == "L":
-        return np.asarray(image), None
-    a = np.asarray(image)  # one copy out of Pillow, then OpenCV (one pass per output)
-    gray = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) if image.mode == "RGB" else \
-        cv2.cvtColor(a, cv2.COLOR_RGBA2GRAY) if image.mode == "RGBA" else cv2.extractChannel(a, 0)
-    if image.mode == "RGB":
+    return gray_alpha(np.asarray(_reduce(image, max_side)))  # one copy out of Pillow, then OpenCV
+
+
+def gray_alpha(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 pixels, grey [H, W] or [H, W, C] with C = 2 (LA), 3 (RGB) or 4 (RGBA) -> (grey, alpha),
+    alpha None when every pixel is opaque. OpenCV: one pass per output."""
+    if a.ndim == 2:
+        return a, None
+    channels = a.shape[2]
+    gray = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) if channels == 3 else \
+        cv2.cvtColor(a, cv2.COLOR_RGBA2GRAY) if channels == 4 else cv2.extractChannel(a, 0)
+    if channels == 3:
         return gray, None
-    alpha = cv2.extractChannel(a, a.shape[2] - 1)
+    alpha = cv2.extractChannel(a, channels - 1)
     return gray, (alpha if cv2.minMaxLoc(alpha)[0] < 255 else None)
 
 

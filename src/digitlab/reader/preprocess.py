@@ -541,13 +541,6 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
     return (paste_centered(x, c.center_of_mass) * 255 + 0.5).astype(np.uint8)
 
 
-def preprocess_with_box(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
-    input image's pixels). Raises NoDigitError for a blank image."""
-    x28, box, _ = prepare(image, config)
-    return x28, box
-
-
 def prepare(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]:
     """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
     input image's pixels, the ink of the whole picture at the working size: every ink blob but specks,
@@ -594,7 +587,7 @@ def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: Prepr
     views = []
     for a in aspects:
         try:
-            views.append(preprocess_with_box(loaded, replace(c, aspect=c.aspect * a))[0])
+            views.append(preprocess(loaded, replace(c, aspect=c.aspect * a)))
         except NoDigitError:  # nothing left of it this narrow (the deskew step can lose it)
             continue
     return views
@@ -608,7 +601,7 @@ def thinner_view(loaded: Loaded, config: PreprocessConfig | None = None, erode_s
         return []
     c = config or PreprocessConfig()
     try:
-        return [preprocess_with_box(loaded, replace(c, erode_share=max(c.erode_share, erode_share)))[0]]
+        return [preprocess(loaded, replace(c, erode_share=max(c.erode_share, erode_share)))]
     except NoDigitError:
         return []
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from digitlab.errors import NoDigitError
-from digitlab.reader.image import load
+from digitlab.reader.image import Loaded, load
 from digitlab.reader.infer import OnnxModel, bundled
 from digitlab.reader.preprocess import (
     PreprocessConfig,
@@ -145,9 +145,17 @@ def look(image, config: PreprocessConfig | None) -> tuple | None:
         return None
     digit = looks_like_a_digit(x28)
     if not digit:  # too thick or too full: maybe a digit squashed into its frame, or a 1-bit marker
-        views = narrower_views(loaded, box, config) + thinner_view(loaded, config)
-        x28, digit = next(((v, True) for v in views if looks_like_a_digit(v)), (x28, False))
+        x28, digit = next(((v, True) for v in other_views(loaded, box, config) if looks_like_a_digit(v)),
+                          (x28, False))
     return x28, digit, box, ink
+
+
+def other_views(loaded: Loaded, box: tuple[int, int, int, int],
+                config: PreprocessConfig | None) -> Iterator[np.ndarray]:
+    """The views `look` tries after a veto, in order; the thinner one is made only when no narrower
+    one passed (each view is a whole preprocessing)."""
+    yield from narrower_views(loaded, box, config)
+    yield from thinner_view(loaded, config)
 
 
 def read_seen(seen: tuple | None, model, min_confidence: float) -> dict:
