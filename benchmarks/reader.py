@@ -172,9 +172,15 @@ def main() -> None:
         rejected = [r["label"] is None or r["confidence"] < threshold for r in res]
         print(f"  {name:<24} {pct(float(np.mean(rejected)))} of {len(items)} rejected")
 
-    # -- ablation: every category equally
-    sub = [i for c in SINGLE_CATEGORIES for i in [j for j, s in enumerate(singles) if s.style == c][: args.ablation]]
-    print(f"\nablation (single-digit accuracy on {len(sub)} suite digits, {args.ablation} per category):")
+    if args.ablation > 0:
+        ablation(args.ablation, singles, labels, truth, model)
+    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
+
+
+def ablation(per_category: int, singles: list, labels: np.ndarray, truth: np.ndarray, model) -> None:
+    """Single-digit accuracy with each preprocessing step switched in turn, every category equally."""
+    sub = [i for c in SINGLE_CATEGORIES for i in [j for j, s in enumerate(singles) if s.style == c][:per_category]]
+    print(f"\nablation (single-digit accuracy on {len(sub)} suite digits, {per_category} per category):")
     print(f"  {'all steps on':<28} {pct(float((labels[sub] == truth[sub]).mean()))}")
     for step in [f.name for f in dataclasses.fields(PreprocessConfig) if f.type in (bool, "bool")]:
         default = getattr(PreprocessConfig(), step)
@@ -183,7 +189,6 @@ def main() -> None:
         print(f"  {step + (' on' if not default else ' off'):<28} {pct(float((got == truth[sub]).mean()))}")
     baseline = np.concatenate([model.predict_proba(resize_only(singles[i].data)[None]) for i in sub])
     print(f"  {'resize-only baseline':<28} {pct(float((baseline.argmax(1) == truth[sub]).mean()))}")
-    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

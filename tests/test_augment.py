@@ -56,6 +56,39 @@ def cv2_distance(mask):
     return cv2.distanceTransform(mask, cv2.DIST_L2, 5)
 
 
+def test_not_one_digit_images_are_deterministic_and_never_blank(digits):
+    images, labels = digits
+    one = augment.not_one_digit(images, labels, 30, n_views=2, seed=3, workers=1, chunk=8)
+    two = augment.not_one_digit(images, labels, 30, n_views=2, seed=3, workers=2, chunk=8)
+    assert one.shape == (2, 30, 28, 28) and one.dtype == np.uint8
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one[0], one[1])  # each view is another image
+    assert (one > 128).sum(axis=(2, 3)).min() > 10
+    assert augment.not_one_digit(images, labels, 0, n_views=3).shape == (3, 0, 28, 28)
+
+
+def test_a_straight_stroke_is_a_one_and_the_side_of_a_zero_is_not():
+    import cv2
+
+    bar = np.zeros((112, 112), np.float32)
+    cv2.line(bar, (50, 10), (60, 100), 1.0, 9)
+    ring = np.zeros((112, 112), np.float32)
+    cv2.ellipse(ring, (56, 56), (30, 45), 0, 0, 360, 1.0, 9)
+    assert augment.straight(bar)
+    assert not augment.straight(augment.crop_to_ink(ring)[:, :22])  # the left 30% of a 0
+
+
+def test_side_by_side_touches_and_keeps_both_digits(digits):
+    images, _ = digits
+    rng = np.random.default_rng(0)
+    a, b = (augment.upscale(im.astype(np.float32) / 255) for im in images[:2])
+    for _ in range(20):
+        pair = augment.side_by_side(a, b, rng)
+        wa, wb = augment.crop_to_ink(a).shape[1], augment.crop_to_ink(b).shape[1]
+        assert 0.75 * min(wa, wb) <= pair.shape[1] - max(wa, wb) <= min(wa, wb) * 1.07
+        assert np.isclose(pair.sum(), a.sum() + b.sum(), rtol=0.35)  # both there, overlapping a little
+
+
 @pytest.mark.slow
 def test_training_on_realistic_views_and_calibrating_on_the_hold_out(tmp_path):
     """A run with realistic views trains (one view per image per epoch), and its export fits the

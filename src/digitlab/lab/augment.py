@@ -12,9 +12,15 @@ for such an input. The ways real collections differ, each one function here:
 - pen strokes: constant width with round caps, the way a canvas or a tablet draws;
 - slant and elastic distortion: other writers' hands.
 
+`not_one_digit` makes the opposite: what the reader shows the model when it cuts a row of digits in
+the wrong place (a strip of one digit, the joint of two) or does not cut it (two digits as one). The
+model learns to spread its probability over all ten labels for those (outlier exposure), so a wrong
+cut or a missed one reads with low confidence and the right one wins.
+
 Only MNIST-format data and procedural transforms are used (the project's training-data rule).
 
     views = realistic_views(train_images, n_views=2, seed=0)   # uint8 [2, N, 28, 28]
+    others = not_one_digit(train_images, train_labels, 6000, n_views=3, seed=0)   # uint8 [3, 6000, 28, 28]
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 from digitlab.errors import ImageError
 from digitlab.reader import preprocess
+from digitlab.reader.preprocess import normalize_digit
 
 UPSCALE = 4  # work at 112x112 so that thickness and pen changes are smooth
 
@@ -117,17 +124,22 @@ def slant_and_elastic(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ink
 
 
-def realistic_variant(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One MNIST digit (uint8 [28, 28]) as a real collection might hold it, preprocessed like the reader
-    does: uint8 [28, 28]. Falls back to the original if the reader finds no digit in the rendering."""
+def styled_ink(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One MNIST digit as float ink at 112x112 in another writer's hand: slant, elasticity, pen or
+    thickness (the stroke changes of `realistic_variant`, without the ways of storing it)."""
     ink = upscale(image28.astype(np.float32) / 255)
     if rng.random() < 0.6:
         ink = slant_and_elastic(ink, rng)
     style = rng.random()
     if style < 0.3:
-        ink = pen_strokes(ink, rng)
-    elif style < 0.6:
-        ink = thickness(ink, rng)
+        return pen_strokes(ink, rng)
+    return thickness(ink, rng) if style < 0.6 else ink
+
+
+def realistic_variant(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One MNIST digit (uint8 [28, 28]) as a real collection might hold it, preprocessed like the reader
+    does: uint8 [28, 28]. Falls back to the original if the reader finds no digit in the rendering."""
+    ink = styled_ink(image28, rng)
     if rng.random() < 0.45:
         ink = frame_filling(ink, rng)
     elif rng.random() < 0.3:
@@ -137,6 +149,84 @@ def realistic_variant(image28: np.ndarray, rng: np.random.Generator) -> np.ndarr
         return preprocess(np.round(picture * 255).astype(np.uint8))
     except ImageError:
         return image28
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two ink crops in a row, touching or nearly (from 25% of the narrower one's width overlapping to a
+    6% gap), one a little lower than the other: digits written too close."""
+    left, right = crop_to_ink(left), crop_to_ink(right)
+    x = left.shape[1] - int(min(left.shape[1], right.shape[1]) * rng.uniform(-0.06, 0.25))
+    dy = int(rng.integers(-8, 9))  # how much lower the right one sits
+    top_left, top_right = max(0, -dy), max(0, dy)
+    row = np.zeros((max(top_left + left.shape[0], top_right + right.shape[0]), x + right.shape[1]), np.float32)
+    row[top_left:top_left + left.shape[0], :left.shape[1]] = left
+    region = row[top_right:top_right + right.shape[0], x:]
+    np.maximum(region, right, out=region)
+    return row
+
+
+def straight(ink: np.ndarray) -> bool:
+    """Whether the ink is one straight stroke, as a 1 is: its centre line spreads across its main axis
+    less than a tenth as much as along it (the side of a 0, cut off, spreads about a fifth)."""
+    rows, cols = np.nonzero(skeleton(ink > 0.5))
+    if len(rows) < 3:
+        return True
+    spread = np.sqrt(np.linalg.eigvalsh(np.cov(np.stack([rows, cols]).astype(np.float64))).clip(0))
+    return spread[0] < 0.1 * spread[1]
+
+
+def not_one_digit_ink(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Ink that the reader may cut out of a row of digits but that is not one digit: a two-digit
+    blob (a missed cut), a strip of a wide digit (a cut too far in), or the joint between two digits
+    (a cut in the middle of each). A strip that is one straight stroke is a 1, so it is not used."""
+    kind = rng.random()
+    a, b = (styled_ink(images[i], rng) for i in rng.integers(len(images), size=2))
+    if kind < 0.4:
+        return side_by_side(a, b, rng)
+    if kind < 0.7:
+        wide = np.flatnonzero(labels != 1)
+        ink = crop_to_ink(styled_ink(images[wide[rng.integers(len(wide))]], rng))
+        w = ink.shape[1]
+        if w < 0.5 * ink.shape[0]:  # too slim to cut: two digits instead
+            return side_by_side(ink, b, rng)
+        strip = max(2, int(w * rng.uniform(0.15, 0.45)))
+        piece = ink[:, :strip] if rng.random() < 0.5 else ink[:, w - strip:]
+        return side_by_side(a, b, rng) if straight(piece) else piece
+    pair = side_by_side(a, b, rng)
+    wa = crop_to_ink(a).shape[1]
+    start = int(wa * rng.uniform(0.35, 0.65))
+    end = wa + int(crop_to_ink(b).shape[1] * rng.uniform(0.35, 0.65))
+    return pair[:, start:max(end, start + 2)]
+
+
+def _others_chunk(args: tuple[np.ndarray, np.ndarray, int, int, int]) -> np.ndarray:
+    images, labels, n, n_views, seed = args
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_views, n, 28, 28), np.uint8)
+    for v in range(n_views):
+        for i in range(n):
+            ink = crop_to_ink(not_one_digit_ink(images, labels, rng))
+            out[v, i] = normalize_digit(ink) if ink.max() > 0.3 else 0
+    return out
+
+
+def not_one_digit(images: np.ndarray, labels: np.ndarray, n: int, n_views: int = 1, seed: int = 0,
+                  workers: int | None = None, chunk: int = 2000) -> np.ndarray:
+    """uint8 [n_views, n, 28, 28]: images that are not one digit (`not_one_digit_ink`), made from
+    `images` (MNIST training digits) and normalized as the reader normalizes a piece of a row;
+    deterministic in `seed`."""
+    jobs = [(images, labels, min(chunk, n - i), n_views, seed * 100_003 + 7 + i) for i in range(0, n, chunk)]
+    if not jobs:
+        return np.zeros((n_views, 0, 28, 28), np.uint8)
+    return np.concatenate(_run(_others_chunk, jobs, workers), axis=1)
+
+
+def _run(fn, jobs: list, workers: int | None) -> list:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(jobs) == 1:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(fn, jobs))
 
 
 def _views_chunk(args: tuple[np.ndarray, int, int]) -> np.ndarray:
@@ -150,10 +240,4 @@ def realistic_views(images: np.ndarray, n_views: int = 2, seed: int = 0, workers
     """uint8 [n_views, N, 28, 28]: n_views realistic renderings of each image, deterministic in `seed`
     (each chunk of images has its own seed, so the result does not depend on `workers`)."""
     jobs = [(images[i:i + chunk], n_views, seed * 100_003 + i) for i in range(0, len(images), chunk)]
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) == 1:
-        parts = [_views_chunk(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_views_chunk, jobs))
-    return np.concatenate(parts, axis=1)
+    return np.concatenate(_run(_views_chunk, jobs, workers), axis=1)

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+NOT_ONE_DIGIT = -1  # the label of a training image that is not one digit: its target is "any of ten"
+OUTLIER_WEIGHT = 0.5  # its loss weight: outlier exposure's (Hendrycks et al. 2019)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
     realistic_views: int = 0  # renderings per image as real collections store them (lab/augment.py)
+    not_one_digit: float = 0.0  # images that are not one digit (lab/augment.py), as a share of the digits
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"  # auto | fp32 | bf16; a trained model's config records the one used (resolve_precision)
@@ -58,6 +61,17 @@ def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
     """uint8 [N, 28, 28] -> normalized float32 [N, 1, 28, 28]."""
     x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float().div_(255.0)
     return x.sub_(mean).div_(std)
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy on digits. When the run trains on images that are not one digit (labelled
+    NOT_ONE_DIGIT), those are pulled towards equal probabilities for all ten labels (outlier
+    exposure), so that such an image reads with low confidence."""
+    if not cfg.not_one_digit:
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss = F.cross_entropy(logits, y.clamp(min=0), label_smoothing=cfg.label_smoothing, reduction="none")
+    uniform = -F.log_softmax(logits, 1).mean(1)
+    return torch.where(y != NOT_ONE_DIGIT, loss, OUTLIER_WEIGHT * uniform).mean()
 
 
 def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -178,7 +192,7 @@ class Learner:
 
     @property
     def running_acc(self) -> float:
-        return float(self._correct) / max(self._seen, 1)
+        return float(self._correct) / max(int(self._digits), 1)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None = None,
             y_val: torch.Tensor | None = None) -> list[dict]:
@@ -213,14 +227,14 @@ class Learner:
             else:
                 xs = x[order].contiguous(memory_format=layout)
             ys = y[order]
-            self._loss_sum, self._correct, self._seen = 0.0, 0, 0
+            self._loss_sum, self._correct, self._seen, self._digits = 0.0, 0, 0, 0
             for self.batch, start in enumerate(range(0, n, cfg.batch_size), 1):
                 xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)
                 with autocast(x.device, cfg.precision):
                     logits = self.net(xb).float()
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+                loss = training_loss(logits, yb, cfg)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -228,6 +242,7 @@ class Learner:
                 self._loss_sum += loss.detach() * len(yb)
                 self._correct += (logits.detach().argmax(1) == yb).sum()
                 self._seen += len(yb)
+                self._digits += (yb != NOT_ONE_DIGIT).sum()
                 self._call("on_batch_end")
             elapsed = time.perf_counter() - t0
             self.train_time += elapsed

@@ -16,6 +16,7 @@ from digitlab.files import atomic_write_bytes
 from digitlab.lab.train import (
     MNIST_MEAN,
     MNIST_STD,
+    NOT_ONE_DIGIT,
     Callback,
     Learner,
     TrainConfig,
@@ -80,6 +81,14 @@ class NeuralClassifier(Classifier):
 
             views = realistic_views(x, self.config.realistic_views, seed=self.config.seed)
             xt = torch.stack([xt, *(to_tensor(v) for v in views)])
+        if self.config.not_one_digit:  # as many renderings of other images, labelled NOT_ONE_DIGIT
+            from digitlab.lab.augment import not_one_digit
+
+            n_views = len(xt) if xt.ndim == 5 else 1
+            others = not_one_digit(x, y, round(self.config.not_one_digit * len(x)), n_views, seed=self.config.seed)
+            others_t = torch.stack([to_tensor(v) for v in others])
+            xt = torch.cat([xt, others_t if xt.ndim == 5 else others_t[0]], dim=xt.ndim - 4)
+            yt = torch.cat([yt, torch.full((others.shape[1],), NOT_ONE_DIGIT)])
         if self.learner is None:
             self.learner = Learner(self.net, self.config, device=self.device)
             self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
