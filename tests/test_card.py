@@ -59,15 +59,17 @@ def test_update_changes_the_card_everywhere(model_copy):
 def test_damaged_files_are_a_model_error_naming_the_file(model_copy, damage, words, capsys):
     data = bytearray(model_copy.read_bytes())
     sidecar = model_copy.with_suffix(".json")
+    temperature = f'"temperature": {json.dumps(json.loads(sidecar.read_text())["temperature"])}'.encode()
     if damage == "flip a weight byte":
         data[len(data) // 2] ^= 0x01
     elif damage == "truncate":
         data = data[: len(data) // 3]
     elif damage == "edit the temperature inside":
-        data = data.replace(b'"temperature": 0.5475', b'"temperature": 0.9475')
+        assert temperature in data
+        data = data.replace(temperature, b'"temperature": 0.9475')
         sidecar.unlink()
     elif damage == "edit the card beside":
-        sidecar.write_text(sidecar.read_text().replace('"temperature": 0.5475', '"temperature": 0.9475'))
+        sidecar.write_text(sidecar.read_text().replace(temperature.decode(), '"temperature": 0.9475'))
     elif damage == "not onnx":
         data = bytearray(b"GIF89a this is not a model at all" * 10)
     elif damage == "no card":
