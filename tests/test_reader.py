@@ -96,6 +96,22 @@ def test_a_number_written_as_one_image(mnist, model):
     assert len(reading.digits) == 5 and all(d.confidence > 0.5 for d in reading.digits)
 
 
+def test_a_long_row_on_paper_lit_from_above_is_read_whole(mnist, model):
+    """A row five times as wide as tall, its paper darker towards the bottom: the lighting must be
+    flattened across the row's height (a window as tall as the row once flattened nothing, and the
+    whole row was 'no digit')."""
+    (_, _), (x, y) = mnist
+    rng = np.random.default_rng(5)
+    text = "4000659901"
+    pieces = [mnist_digit(x[np.flatnonzero(y == int(d))[3]], 60, rng) for d in text]
+    ink = np.hstack([np.pad(p, ((35, 40), (8, 8))) for p in pieces])
+    ink = np.pad(ink, ((0, 0), (60, 60)))
+    paper = np.linspace(215, 95, ink.shape[0])[:, None] * np.ones(ink.shape[1])
+    gray = paper * (1 - 0.8 * ink) + cv2.GaussianBlur(rng.normal(0, 6, ink.shape), (0, 0), 1.5)
+    reading = reader.read(np.clip(gray, 0, 255).astype(np.uint8), model)
+    assert reading.text == text
+
+
 def test_min_confidence_abstains(corpus, model):
     row = next(s for s in corpus if s.kind == "string")
     assert "?" not in reader.read(row.data, model).text

@@ -181,9 +181,12 @@ def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
     """Ink-bright uint8 -> uint8 with the paper's uneven level taken out. The paper level is an
     opening (it removes bright strokes narrower than the window) of a 64-px copy, smoothed and scaled
     back up: cheap at any image size, and a shadow's soft edge survives it while strokes do not.
-    Light falling on dark-ink paper multiplies the ink's contrast too, hence a division there."""
-    s = small_copy(x).astype(np.float32)
-    k = max(3, max(s.shape) // 4) | 1
+    Light falling on dark-ink paper multiplies the ink's contrast too, hence a division there.
+    The copy is 64 px on its short side (and at most 8x that long), the window a quarter of that: a
+    row of digits is as tall as one digit, and a window taller than the row would flatten nothing."""
+    h, w = x.shape
+    s = small_copy(x, min(8 * 64, 64 * max(h, w) // max(1, min(h, w)))).astype(np.float32)
+    k = max(3, min(s.shape) // 4) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     level = cv2.morphologyEx(cv2.copyMakeBorder(s, k, k, k, k, cv2.BORDER_REFLECT), cv2.MORPH_OPEN, kernel)
     level = cv2.blur(level, (k // 2 + 1, k // 2 + 1))[k:-k, k:-k]
