@@ -183,23 +183,19 @@ def mix_rehearsal(x: np.ndarray, y: np.ndarray, x_old: np.ndarray, y_old: np.nda
     return xs[order], ys[order]
 
 
-def as_the_base_trained(model: NeuralClassifier, x_old: np.ndarray, y_old: np.ndarray,
-                        seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rehearsal sample as the base model saw its training data: a realistic rendering in place
-    of a clean image as often as its training drew one, and its share of images that are not one
-    digit. Rehearsing clean digits alone pulls a model trained on those away from them."""
-    from .augment import not_one_digit, realistic_views
+def with_not_one_digit(model: NeuralClassifier, x_old: np.ndarray, y_old: np.ndarray,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rehearsal sample plus, when the base model trained beside images that are not one digit,
+    its share of those: fine-tuning on digits alone would unlearn reading them with low confidence,
+    which is what keeps a wrong cut through touching digits from winning."""
+    from .augment import not_one_digit
     from .train import NOT_ONE_DIGIT
 
-    views, others = getattr(model.config, "realistic_views", 0), getattr(model.config, "not_one_digit", 0.0)
-    if views:
-        rendered = realistic_views(x_old, 1, seed=seed)[0]
-        drawn = np.random.default_rng(seed).random(len(x_old)) < views / (views + 1)
-        x_old = np.where(drawn[:, None, None], rendered, x_old)
-    if others:
-        extra = not_one_digit(x_old, y_old, round(others * len(x_old)), seed=seed)[0]
-        x_old, y_old = np.concatenate([x_old, extra]), np.concatenate([y_old, np.full(len(extra), NOT_ONE_DIGIT)])
-    return x_old, y_old
+    share = getattr(model.config, "not_one_digit", 0.0)
+    if not share:
+        return x_old, y_old
+    extra = not_one_digit(x_old, y_old, round(share * len(x_old)), seed=seed)[0]
+    return np.concatenate([x_old, extra]), np.concatenate([y_old, np.full(len(extra), NOT_ONE_DIGIT)])
 
 
 def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarray, y_old: np.ndarray,
@@ -209,7 +205,7 @@ def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarr
 
     from .train import fit_one_cycle, freeze, to_tensor
 
-    xs, ys = mix_rehearsal(x, y, *as_the_base_trained(model, x_old, y_old, config.seed), config.repeats,
+    xs, ys = mix_rehearsal(x, y, *with_not_one_digit(model, x_old, y_old, config.seed), config.repeats,
                            config.seed)
     model.config = dataclasses.replace(model.config, seed=config.seed)
     if config.method == "fastai":

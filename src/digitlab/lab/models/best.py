@@ -26,6 +26,7 @@ class BestConfig(NeuralConfig):
     label_smoothing: float = 0.1
     augment: float = 1.0
     widths: tuple[int, int, int] = (32, 64, 128)
+    first_convs: int = 2  # conv-BN-ReLU layers at 28x28: the costliest part of a step (1 trains 1.65x faster)
     dropout: float = 0.1
 
 
@@ -35,8 +36,9 @@ class Best(NeuralClassifier):
 
     def build(self) -> nn.Module:
         a, b, c = self.config.widths
+        first = [layer for i in range(self.config.first_convs) for layer in conv_bn(a if i else 1, a)]
         return nn.Sequential(
-            *conv_bn(1, a), *conv_bn(a, a), nn.MaxPool2d(2),     # 28 -> 14
+            *first, nn.MaxPool2d(2),                             # 28 -> 14
             *conv_bn(a, b), *conv_bn(b, b), nn.MaxPool2d(2),     # 14 -> 7
             *conv_bn(b, c), nn.MaxPool2d(2),                     # 7 -> 3
             nn.Flatten(), nn.Dropout(self.config.dropout), nn.Linear(c * 3 * 3, 10),
@@ -44,4 +46,6 @@ class Best(NeuralClassifier):
 
     @staticmethod
     def split(net: nn.Module) -> list[nn.Module]:  # fine-tuning: 28x28 convs | 14x14 and 7x7 convs | head
-        return [net[:7], net[7:18], net[18:]]
+        first_pool = next(i for i, layer in enumerate(net) if isinstance(layer, nn.MaxPool2d))
+        flatten = next(i for i, layer in enumerate(net) if isinstance(layer, nn.Flatten))
+        return [net[:first_pool + 1], net[first_pool + 1:flatten], net[flatten:]]
