@@ -36,6 +36,7 @@ from digitlab.reader import preprocess
 from digitlab.reader.preprocess import normalize_digit
 
 UPSCALE = 4  # work at 112x112 so that thickness and pen changes are smooth
+NOT_ONE_DIGIT = -1  # the label of a training image that is not one digit: its target is "any of ten"
 
 
 def crop_to_ink(ink: np.ndarray, level: float = 0.1) -> np.ndarray:
@@ -219,6 +220,17 @@ def not_one_digit(images: np.ndarray, labels: np.ndarray, n: int, n_views: int =
     if not jobs:
         return np.zeros((n_views, 0, 28, 28), np.uint8)
     return np.concatenate(_run(_others_chunk, jobs, workers), axis=1)
+
+
+def with_not_one_digit(images: np.ndarray, labels: np.ndarray, share: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training images (uint8 [N, 28, 28], or [views, N, 28, 28]: several renderings of each) and their
+    labels, followed by `share` x N images that are not one digit (one rendering per view), labelled
+    NOT_ONE_DIGIT. Made from the digits' own images."""
+    views = images if images.ndim == 4 else images[None]
+    others = not_one_digit(views[0], labels, round(share * len(labels)), len(views), seed=seed)
+    both = np.concatenate([views, others], axis=1)
+    return (both if images.ndim == 4 else both[0]), np.concatenate([labels, np.full(others.shape[1], NOT_ONE_DIGIT)])
 
 
 def _run(fn, jobs: list, workers: int | None) -> list:

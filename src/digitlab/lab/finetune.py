@@ -183,30 +183,18 @@ def mix_rehearsal(x: np.ndarray, y: np.ndarray, x_old: np.ndarray, y_old: np.nda
     return xs[order], ys[order]
 
 
-def with_not_one_digit(model: NeuralClassifier, x_old: np.ndarray, y_old: np.ndarray,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rehearsal sample plus, when the base model trained beside images that are not one digit,
-    its share of those: fine-tuning on digits alone would unlearn reading them with low confidence,
-    which is what keeps a wrong cut through touching digits from winning."""
-    from .augment import not_one_digit
-    from .train import NOT_ONE_DIGIT
-
-    share = getattr(model.config, "not_one_digit", 0.0)
-    if not share:
-        return x_old, y_old
-    extra = not_one_digit(x_old, y_old, round(share * len(x_old)), seed=seed)[0]
-    return np.concatenate([x_old, extra]), np.concatenate([y_old, np.full(len(extra), NOT_ONE_DIGIT)])
-
-
 def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarray, y_old: np.ndarray,
           config: FinetuneConfig) -> NeuralClassifier:
     """Fine-tunes `model` in place on (x, y) mixed with the rehearsal sample (x_old, y_old)."""
     import torch
 
+    from .augment import with_not_one_digit
     from .train import fit_one_cycle, freeze, to_tensor
 
-    xs, ys = mix_rehearsal(x, y, *with_not_one_digit(model, x_old, y_old, config.seed), config.repeats,
-                           config.seed)
+    share = getattr(model.config, "not_one_digit", 0.0)
+    if share:  # keep reading a wrong cut through touching digits as unsure: rehearse that too
+        x_old, y_old = with_not_one_digit(x_old, y_old, share, config.seed)
+    xs, ys = mix_rehearsal(x, y, x_old, y_old, config.repeats, config.seed)
     model.config = dataclasses.replace(model.config, seed=config.seed)
     if config.method == "fastai":
         return model.fine_tune(xs, ys, config.epochs, config.freeze_epochs, config.lr, config.lr_div)

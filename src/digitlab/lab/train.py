@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitlab.lab.augment import NOT_ONE_DIGIT  # the label of an image that is not one digit
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-NOT_ONE_DIGIT = -1  # the label of a training image that is not one digit: its target is "any of ten"
 OUTLIER_WEIGHT = 0.5  # its loss weight: outlier exposure's (Hendrycks et al. 2019)
 
 

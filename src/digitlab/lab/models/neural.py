@@ -16,7 +16,6 @@ from digitlab.files import atomic_write_bytes
 from digitlab.lab.train import (
     MNIST_MEAN,
     MNIST_STD,
-    NOT_ONE_DIGIT,
     Callback,
     Learner,
     TrainConfig,
@@ -73,22 +72,18 @@ class NeuralClassifier(Classifier):
 
     def fit(self, x, y, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()) -> NeuralClassifier:
         """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit."""
-        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
         if self.config.lr <= 0:
-            self.find_lr(xt, yt)
-        if self.config.realistic_views:  # the originals plus their renderings: [views, N, 1, 28, 28]
+            self.find_lr(to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        if self.config.realistic_views:  # the originals plus their renderings: [views, N, 28, 28]
             from digitlab.lab.augment import realistic_views
 
-            views = realistic_views(x, self.config.realistic_views, seed=self.config.seed)
-            xt = torch.stack([xt, *(to_tensor(v) for v in views)])
-        if self.config.not_one_digit:  # as many renderings of other images, labelled NOT_ONE_DIGIT
-            from digitlab.lab.augment import not_one_digit
+            x = np.concatenate([x[None], realistic_views(x, self.config.realistic_views, seed=self.config.seed)])
+        if self.config.not_one_digit:  # then images that are not one digit, labelled NOT_ONE_DIGIT
+            from digitlab.lab.augment import with_not_one_digit
 
-            n_views = len(xt) if xt.ndim == 5 else 1
-            others = not_one_digit(x, y, round(self.config.not_one_digit * len(x)), n_views, seed=self.config.seed)
-            others_t = torch.stack([to_tensor(v) for v in others])
-            xt = torch.cat([xt, others_t if xt.ndim == 5 else others_t[0]], dim=xt.ndim - 4)
-            yt = torch.cat([yt, torch.full((others.shape[1],), NOT_ONE_DIGIT)])
+            x, y = with_not_one_digit(x, np.asarray(y), self.config.not_one_digit, seed=self.config.seed)
+        xt = torch.stack([to_tensor(v) for v in x]) if x.ndim == 4 else to_tensor(x)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
         if self.learner is None:
             self.learner = Learner(self.net, self.config, device=self.device)
             self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
