@@ -261,3 +261,15 @@ def test_train_from_another_model_smoke(tmp_path, capsys):
     assert main(["train", "mlp", "--limit", "600", "--from", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 1
     assert main(["train", "cnn", "--limit", "600", "--from", str(first), "--out", str(tmp_path / "y")]) == 1
     assert "cannot start a cnn from a mlp" in capsys.readouterr().err
+
+
+def test_fine_tuning_picks_the_precision_of_this_cpu_not_the_bases(mnist):
+    """The bundled model trained in bf16 on an AVX-512 BF16 CPU: its card says so, and an AVX2-only CPU
+    that replayed it would emulate bf16 and fine-tune 6-10x slower."""
+    from digitlab.lab.experiment import make_model
+    from digitlab.lab.train import resolve_precision
+
+    (x, y), _ = mnist
+    base = make_model("mlp", epochs=1, precision="bf16")
+    model = adapt(base, x[:50], y[:50], x[50:350], y[50:350], FinetuneConfig(epochs=1, freeze_epochs=0))
+    assert model.config.precision == resolve_precision("auto")
