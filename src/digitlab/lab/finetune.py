@@ -191,9 +191,8 @@ def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarr
     from .augment import with_not_one_digit
     from .train import fit_one_cycle, freeze, resolve_precision, to_tensor
 
-    share = getattr(model.config, "not_one_digit", 0.0)
-    if share:  # keep reading a wrong cut through touching digits as unsure: rehearse that too
-        x_old, y_old = with_not_one_digit(x_old, y_old, share, config.seed)
+    if model.config.not_one_digit:  # keep reading a wrong cut through touching digits as unsure: rehearse that too
+        x_old, y_old = with_not_one_digit(x_old, y_old, model.config.not_one_digit, config.seed)
     xs, ys = mix_rehearsal(x, y, x_old, y_old, config.repeats, config.seed)
     # the precision the base trained in is a record of its machine: this one picks its own (bf16 only
     # where native; emulated bf16 fine-tunes 6-10x slower on an AVX2-only CPU)
