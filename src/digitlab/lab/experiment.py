@@ -171,6 +171,9 @@ def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,
                          f"not {family} on {dataset}")
     model = cls(config_from(cls.Config, meta["config"]), device=device or "cpu")
     model.resume(checkpoint)
+    if model.config.precision != meta["config"].get("precision", model.config.precision):
+        print(f"{checkpoint}: the run trained in {meta['config']['precision']}, which this CPU would emulate; "
+              f"resuming in {model.config.precision}", file=sys.stderr)
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     if "epochs" in settings:
         change = model.extend(settings.pop("epochs"))

@@ -24,6 +24,9 @@ from digitlab.lab.augment import NOT_ONE_DIGIT  # the label of an image that is 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 OUTLIER_WEIGHT = 0.5  # its loss weight: outlier exposure's (Hendrycks et al. 2019)
+# Knowledge distillation (Hinton et al. 2015): the share of the loss that matches the teachers' softened
+# probabilities, and the softening temperature. The paper's usual values, not tuned here.
+DISTILL_WEIGHT, DISTILL_TEMPERATURE = 0.5, 2.0
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TrainConfig:
     augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
     realistic_views: int = 0  # renderings per image as real collections store them (lab/augment.py)
     not_one_digit: float = 0.0  # images that are not one digit (lab/augment.py), as a share of the digits
+    teachers: str = ""  # trained model directories, comma-separated, whose averaged predictions are also learned
     seed: int = 0
     channels_last: bool = True
     precision: str = "auto"  # auto | fp32 | bf16; a trained model's config records the one used (resolve_precision)
@@ -64,15 +68,31 @@ def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
     return x.sub_(mean).div_(std)
 
 
-def training_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def training_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                  teachers: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy on digits. When the run trains on images that are not one digit (labelled
     NOT_ONE_DIGIT), those are pulled towards equal probabilities for all ten labels (outlier
-    exposure), so that such an image reads with low confidence."""
+    exposure), so that such an image reads with low confidence. With the teachers' softened
+    probabilities (`soft_targets`), the loss is half that and half matching them: the teachers' doubts
+    (a 7 that could be a 1) carry more than the one label (knowledge distillation)."""
     if not cfg.not_one_digit:
-        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    loss = F.cross_entropy(logits, y.clamp(min=0), label_smoothing=cfg.label_smoothing, reduction="none")
-    uniform = -F.log_softmax(logits, 1).mean(1)
-    return torch.where(y != NOT_ONE_DIGIT, loss, OUTLIER_WEIGHT * uniform).mean()
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    else:
+        each = F.cross_entropy(logits, y.clamp(min=0), label_smoothing=cfg.label_smoothing, reduction="none")
+        uniform = -F.log_softmax(logits, 1).mean(1)
+        loss = torch.where(y != NOT_ONE_DIGIT, each, OUTLIER_WEIGHT * uniform).mean()
+    if teachers is None:
+        return loss
+    student = F.log_softmax(logits / DISTILL_TEMPERATURE, 1)
+    # x T^2 keeps the soft term's gradients the size of the hard term's whatever the temperature
+    soft = F.kl_div(student, teachers, reduction="batchmean") * DISTILL_TEMPERATURE ** 2
+    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * soft
+
+
+def soft_targets(teachers: list[nn.Module], x: torch.Tensor, precision: str) -> torch.Tensor:
+    """The teachers' probabilities for a batch, softened by DISTILL_TEMPERATURE and averaged."""
+    with torch.no_grad(), autocast(x.device, precision):
+        return torch.stack([F.softmax(t(x).float() / DISTILL_TEMPERATURE, 1) for t in teachers]).mean(0)
 
 
 def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -178,6 +198,7 @@ class Learner:
         # The precision actually used goes into the config, so the saved model says which it was.
         config = replace(config, precision=resolve_precision(config.precision, device))
         self.net, self.config, self.callbacks, self.device = net, config, list(callbacks), device
+        self.teachers: list[nn.Module] = []  # trained networks whose predictions are also learned (eval mode)
         # param_groups: [{"params": [...], "lr": peak}, ...] for discriminative LRs (see `discriminative_groups`)
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -233,9 +254,10 @@ class Learner:
                 xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)
+                soft = soft_targets(self.teachers, xb, cfg.precision) if self.teachers else None
                 with autocast(x.device, cfg.precision):
                     logits = self.net(xb).float()
-                loss = training_loss(logits, yb, cfg)
+                loss = training_loss(logits, yb, cfg, soft)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

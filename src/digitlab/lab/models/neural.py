@@ -24,6 +24,7 @@ from digitlab.lab.train import (
     freeze,
     load_checkpoint,
     lr_find,
+    native_bf16,
     predict_logits,
     seeded,
     to_tensor,
@@ -92,9 +93,23 @@ class NeuralClassifier(Classifier):
         # The learner's config holds the precision actually used (and a resumed run's new length).
         self.config = self.learner.config
         self.learner.callbacks = list(callbacks)
+        self.learner.teachers = self.load_teachers()
         self.learner.fit(xt, yt, xv, yv)
         self.net, self.history = self.learner.net, list(self.learner.history)
         return self
+
+    def load_teachers(self) -> list[nn.Module]:
+        """The networks of `config.teachers` (model directories), to be learned from (eval mode, on this
+        model's device). They must read the same normalized 28x28 input, as every neural family does."""
+        from . import load
+
+        teachers = []
+        for path in filter(None, (p.strip() for p in self.config.teachers.split(","))):
+            teacher = load(path)
+            if not isinstance(teacher, NeuralClassifier) or teacher.normalization != self.normalization:
+                raise ModelError(f"{path}: a teacher must be a neural model (mlp, cnn, fast, best, resnet34)")
+            teachers.append(teacher.net.to(self.device).eval())
+        return teachers
 
     # -- transfer learning -----------------------------------------------------------------
     def load_body(self, other: NeuralClassifier) -> None:
@@ -150,6 +165,9 @@ class NeuralClassifier(Classifier):
 
         fields = {f.name for f in dataclasses.fields(self.Config)}
         self.config = self.Config(**{k: v for k, v in read_checkpoint(directory)["config"].items() if k in fields})
+        if self.config.precision == "bf16" and not native_bf16(self.device):
+            # bf16 was native where the run started; here it would be emulated, 6-10x slower than fp32
+            self.config = dataclasses.replace(self.config, precision="fp32")
         self.net = self.build()  # its weights come from the checkpoint
         self.learner = Learner(self.net, self.config, device=self.device)
         meta = load_checkpoint(self.learner, directory)
