@@ -50,6 +50,18 @@ def test_export_cli_int8(tiny_model_dir, tmp_path, capsys):
     assert out.stat().st_size < (tiny_model_dir / "weights.safetensors").stat().st_size
 
 
+def test_a_distilled_models_card_rebuilds_its_teachers_first(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)  # the run records its teachers' paths as given
+    assert main(["train", "mlp", "--limit", "300", "--epochs", "1", "--out", "teacher"]) == 0
+    assert main(["train", "mlp", "--limit", "300", "--epochs", "1", "--out", "student", "--seed", "1",
+                 "--set", "teachers=teacher"]) == 0
+    assert main(["export", "student", "--out", "student.onnx"]) == 0
+    teacher, student = OnnxModel("student.onnx").card["command"].split(" && ")[:2]
+    assert teacher.startswith("digitlab train mlp") and "--out teacher" in teacher
+    assert "--out student" in student and "teachers=teacher" in student
+
+
 def test_export_rejects_non_model(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 1
     assert "not a model directory" in capsys.readouterr().err

@@ -153,12 +153,21 @@ def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
         return int8.read_bytes()
 
 
+def training_command(run: dict, family: str, model_dir: Path) -> str:
+    """The command that trained the model, after its teachers' own (knowledge distillation), so that
+    the card's one line rebuilds it from nothing. Teacher paths are as the run was given them."""
+    own = run.get("command") or f"digitlab train {family} --seed {run['seed']} --out {model_dir}"
+    teachers = [Path(t.strip()) for t in run.get("config", {}).get("teachers", "").split(",") if t.strip()]
+    before = [read_json(t / "config.json").get("command") for t in teachers if (t / "config.json").is_file()]
+    return " && ".join([c for c in before if c] + [own])
+
+
 def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: bool = False,
               out: Path | None = None) -> dict:
     import torch
 
     metrics = read_json(model_dir / "metrics.json") if (model_dir / "metrics.json").is_file() else {}
-    train = run.get("command") or f"digitlab train {model.family} --seed {run['seed']} --out {model_dir}"
+    train = training_command(run, model.family, model_dir)
     command = (train + f" && digitlab export {model_dir}" + (" --quantize int8" if quantize else "")
                + (" --bundle" if bundle else f" --out {out}" if out else ""))
     fmt = f"onnx opset {OPSET}" + (", int8 static quantization (QDQ, per-channel 7-bit weights)" if quantize else "")
