@@ -112,6 +112,23 @@ def test_a_long_row_on_paper_lit_from_above_is_read_whole(mnist, model):
     assert reading.text == text
 
 
+def test_a_photo_whose_shadow_hides_the_digit_from_the_first_look_is_read(mnist, model):
+    """A photo of a 4 whose soft shadow stays under uneven_paper's bar: read without flattening, the
+    shadowed paper outshines the ink and the picture looks blank. Before calling it blank, the reader
+    looks again with the lighting flattened (preprocess.first_ink_map)."""
+    from digitlab.errors import NoDigitError
+    from digitlab.reader.preprocess import ink_map
+
+    _, (x, y) = mnist
+    rng = np.random.default_rng(238)  # found by searching photo renderings for this failure
+    i = int(rng.integers(100))
+    data, _ = render(mnist_digit(x[i], 120, rng), rng, style="photo")
+    with pytest.raises(NoDigitError):
+        ink_map(data, single=True)  # the first look alone
+    result = reader.classify(data, model)
+    assert result["status"] == "ok" and result["label"] == y[i] == 4 and result["confidence"] > 0.9
+
+
 def test_min_confidence_abstains(corpus, model):
     row = next(s for s in corpus if s.kind == "string")
     assert "?" not in reader.read(row.data, model).text
