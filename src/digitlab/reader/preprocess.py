@@ -38,6 +38,7 @@ FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these s
 class PreprocessConfig:
     polarity: bool = True  # detect dark-on-light vs light-on-dark and make the ink bright
     flatten_background: bool = True  # divide out uneven paper brightness (lighting gradients, shadows)
+    flatten_always: bool = False  # even where the paper looks even: the reader's second look (first_ink_map)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
@@ -343,9 +344,8 @@ def near_main(stats: np.ndarray, mass: np.ndarray, reach: float) -> np.ndarray:
         left, right = min(left, int(x0[near].min())), max(right, int((x0 + bw)[near].max()))
 
 
-def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1, flatten: bool = False) -> np.ndarray:
-    """Loaded grey (+ alpha) -> ink-bright uint8 before the contrast ramp, reduced `factor` times.
-    flatten: take the lighting out even where the paper looks even (see first_ink_map)."""
+def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarray:
+    """Loaded grey (+ alpha) -> ink-bright uint8 before the contrast ramp, reduced `factor` times."""
     gray = loaded.gray
     if loaded.alpha is not None:
         gray = composite_alpha(gray, loaded.alpha)
@@ -358,19 +358,18 @@ def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1, flatten: boo
         gray = 255 - gray
     if grainy(gray):  # a grainy photo or scan: average the grain away
         gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
-    if c.flatten_background and (flatten or uneven_paper(gray)) and not two_level(gray):
+    if c.flatten_background and (c.flatten_always or uneven_paper(gray)) and not two_level(gray):
         return flatten_background(gray, dark)
     return gray
 
 
-def ink_map(image, config: PreprocessConfig | None = None, single: bool = False, factor: int = 1,
-            flatten: bool = False) -> InkMap:
+def ink_map(image, config: PreprocessConfig | None = None, single: bool = False, factor: int = 1) -> InkMap:
     """Any image -> InkMap (paper 0, ink up to 255, at the working size reduced `factor` times).
     Raises NoDigitError when blank. single: the image holds one digit, so stray marks away from it
-    go too (pick_digit). flatten: see ink_image."""
+    go too (pick_digit)."""
     c = config or PreprocessConfig()
     loaded = load(image)
-    x = ink_image(loaded, c, factor, flatten)
+    x = ink_image(loaded, c, factor)
     if c.threshold:
         x = stretch_contrast(x, c.min_contrast)
     else:
@@ -560,30 +559,31 @@ def prepare(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, 
     # away, and with it the noise floor that keeps a lamp's bright band or a shadow's edge out of the ink.
     clean = noise_level(loaded.gray) == 0
     factor = -(-max(loaded.gray.shape) // SINGLE_WORK) if clean else 1
-    m, flattened = first_ink_map(loaded, c, factor)
+    m, c = first_ink_map(loaded, c, factor)
     box = top, left, bottom, right = bounding_box(m.ink)
     side = max(bottom - top, right - left)
     if factor > 1 and side < SMALL_DIGIT:
         finer = max(1, factor * side // STROKE_WORK)
-        m = ink_map(loaded, c, single=True, factor=finer, flatten=flattened)
+        m = ink_map(loaded, c, single=True, factor=finer)
         box = top, left, bottom, right = bounding_box(m.ink)
     picture = m.picture if m.picture is not None else m.ink
     return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom), picture
 
 
-def first_ink_map(loaded: Loaded, c: PreprocessConfig, factor: int) -> tuple[InkMap, bool]:
-    """The ink map of an image of one digit, and whether it took a second look: before the picture is
-    called blank, it is read again with the lighting flattened, even though uneven_paper found the
-    paper even (a soft shadow across a corner of a photo, just under its bar, hid a bold 2 on
-    development seed 77). Only a picture about to be called blank pays for it. (A second look in the
-    other polarity was tried too: it read the paper between strokes of clean pictures as digits, a
+def first_ink_map(loaded: Loaded, c: PreprocessConfig, factor: int) -> tuple[InkMap, PreprocessConfig]:
+    """The ink map of an image of one digit, and the settings that found it: before the picture is
+    called blank, it is read again with the lighting flattened (`flatten_always`), even though uneven_paper
+    found the paper even (a soft shadow across a corner of a photo, just under its bar, hid a bold 2
+    on development seed 77). Only a picture about to be called blank pays for it. (A second look in
+    the other polarity was tried too: it read the paper between strokes of clean pictures as digits, a
     square-squashed 1 or a garment, and cost a tenth of the Fashion-MNIST rejections.)"""
     try:
-        return ink_map(loaded, c, single=True, factor=factor), False
+        return ink_map(loaded, c, single=True, factor=factor), c
     except NoDigitError:
-        if not c.flatten_background:  # an ablation: nothing to look at again
+        if not c.flatten_background or c.flatten_always:  # an ablation, or this was the second look
             raise
-        return ink_map(loaded, c, single=True, factor=factor, flatten=True), True
+        second = replace(c, flatten_always=True)
+        return ink_map(loaded, second, single=True, factor=factor), second
 
 
 def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
