@@ -235,11 +235,13 @@ def writer3(mnist):
 def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, writer3, method):
     _, (x_test, y_test) = mnist
     (x_pool, y_pool), (x_held, y_held), base, (held_before, mnist_before) = writer3
-    x_old, y_old = rehearsal_sample(3000, 0)
+    # half of `digitlab finetune`'s rehearsal (3,000): these tests are about the methods, and run in half
+    # the time (the slowest tests of the suite on an AVX2-only CPU)
+    x_old, y_old = rehearsal_sample(1500, 0)
     model = adapt(copy.deepcopy(base), x_pool, y_pool, x_old, y_old, FinetuneConfig(method=method))
     assert model.score(x_held, y_held) >= held_before + 0.01
     # the 0.1-point promise is `digitlab finetune`'s (fastai, checked on all 10,000 in the test above); one LR
-    # for every layer forgets more on this CPU (-0.22 point on these 5,000 images, -0.07 on an H200)
+    # for every layer forgets more (-0.10 point on these 5,000 images here with 1,500 rehearsed, -0.22 with 3,000)
     assert model.score(x_test[:5000], y_test[:5000]) >= mnist_before - 0.005
     if method == "head":  # the head-only method never touches the body
         for mine, theirs in zip(model.layer_groups()[:-1], base.layer_groups()[:-1], strict=True):
