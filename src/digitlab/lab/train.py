@@ -69,11 +69,11 @@ def to_tensor(images: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_S
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                  teachers: torch.Tensor | None = None) -> torch.Tensor:
+                  soft: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy on digits. When the run trains on images that are not one digit (labelled
     NOT_ONE_DIGIT), those are pulled towards equal probabilities for all ten labels (outlier
     exposure), so that such an image reads with low confidence. With the teachers' softened
-    probabilities (`soft_targets`), the loss is half that and half matching them: the teachers' doubts
+    probabilities (`soft`, from `soft_targets`), the loss is half that and half matching them: the teachers' doubts
     (a 7 that could be a 1) carry more than the one label (knowledge distillation)."""
     if not cfg.not_one_digit:
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -81,12 +81,12 @@ def training_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         each = F.cross_entropy(logits, y.clamp(min=0), label_smoothing=cfg.label_smoothing, reduction="none")
         uniform = -F.log_softmax(logits, 1).mean(1)
         loss = torch.where(y != NOT_ONE_DIGIT, each, OUTLIER_WEIGHT * uniform).mean()
-    if teachers is None:
+    if soft is None:
         return loss
     student = F.log_softmax(logits / DISTILL_TEMPERATURE, 1)
     # x T^2 keeps the soft term's gradients the size of the hard term's whatever the temperature
-    soft = F.kl_div(student, teachers, reduction="batchmean") * DISTILL_TEMPERATURE ** 2
-    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * soft
+    matching = F.kl_div(student, soft, reduction="batchmean") * DISTILL_TEMPERATURE ** 2
+    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * matching
 
 
 def soft_targets(teachers: list[nn.Module], x: torch.Tensor, precision: str) -> torch.Tensor:

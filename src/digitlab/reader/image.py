@@ -98,8 +98,8 @@ def open_image(data: bytes, name: str, max_side: int) -> Loaded:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# PNG (bit depth, colour type) -> Pillow's mode, for those libspng decodes to Pillow's exact pixels
-_PLAIN_PNG_MODES = {(8, 0): "L", (1, 0): "1", (8, 2): "RGB", (8, 6): "RGBA"}
+# PNG (bit depth, colour type) that libspng decodes to Pillow's exact pixels: Pillow's L, 1, RGB, RGBA
+_PLAIN_PNG_KINDS = frozenset({(8, 0), (1, 0), (8, 2), (8, 6)})
 # Chunks that Pillow's path handles and the fast path does not: a transparent colour key (tRNS), an
 # animation (acTL), and metadata that can turn the picture (an eXIf chunk, EXIF or XMP in a text
 # chunk, which Pillow reads, sometimes from after the pixels). Found by a byte search, so a false
@@ -115,7 +115,7 @@ def plain_png(data: bytes, max_side: int) -> tuple[int, int] | None:
     if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
     w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if (data[24], data[25]) not in _PLAIN_PNG_MODES or not (0 < w <= max_side and 0 < h <= max_side):
+    if (data[24], data[25]) not in _PLAIN_PNG_KINDS or not (0 < w <= max_side and 0 < h <= max_side):
         return None
     return None if any(mark in data for mark in _PILLOW_MARKS) else (w, h)
 
