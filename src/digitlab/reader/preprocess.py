@@ -88,21 +88,23 @@ def histogram(x: np.ndarray) -> np.ndarray:
     return hist
 
 
+LEVELS = np.arange(256, dtype=np.float64)
+
+
 def otsu(u8: np.ndarray, hist: np.ndarray | None = None) -> int:
     """The grey level that best separates two classes of pixels (Otsu 1979), from the histogram: the
-    first level of maximal between-class variance, as OpenCV's THRESH_OTSU picks it."""
+    first level of maximal between-class variance, as OpenCV's THRESH_OTSU picks it. Computed in pixel
+    counts, not shares: the variance times n^2, a constant factor that leaves the argmax where it is."""
     h = histogram(u8) if hist is None else hist
-    p = h / max(float(h.sum()), 1.0)
-    q1 = np.cumsum(p)
-    m1 = np.cumsum(np.arange(256) * p)
-    q2 = 1.0 - q1
-    eps = float(np.finfo(np.float32).eps)
-    valid = (np.minimum(q1, q2) >= eps) & (np.maximum(q1, q2) <= 1 - eps)
-    if not valid.any():
-        return 0
+    n1 = np.cumsum(h)
+    n = float(n1[-1])
+    mass = np.cumsum(h * LEVELS)
+    n2 = n - n1
     with np.errstate(divide="ignore", invalid="ignore"):
-        sigma = np.where(valid, (m1[-1] * q1 - m1) ** 2 / (q1 * q2), -1.0)
-    return int(np.argmax(sigma))
+        sigma = (mass[-1] * n1 - n * mass) ** 2 / (n1 * n2)
+    # a class emptier than float32's epsilon of the pixels is no class (OpenCV's test)
+    sigma[np.minimum(n1, n2) < np.finfo(np.float32).eps * n] = -1.0
+    return int(np.argmax(sigma)) if n > 0 and sigma.max() >= 0 else 0
 
 
 def border(a: np.ndarray) -> np.ndarray:
@@ -254,24 +256,16 @@ def stretch_contrast(x: np.ndarray, min_contrast: float) -> np.ndarray:
     return cv2.LUT(x, lut.astype(np.uint8))
 
 
-def component_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected ink blobs: (labels, stats [n, 5] as OpenCV gives them, ink mass per label; one
-    blob's mass is not summed, as nothing compares it)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink_mask(x), connectivity=8)
-    if n <= 2:
-        return labels, stats, np.ones(n)
-    return labels, stats, label_mass(labels, x, n)
+def blob_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected ink blobs: (labels, stats [n, 5] as OpenCV gives them, row 0 the paper). With the
+    statistics, OpenCV's block-based labelling (BBDT) takes half the time of its default here."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(ink_mask(x), 8, cv2.CV_32S, cv2.CCL_BBDT)
+    return labels, stats
 
 
 def ink_mask(x: np.ndarray) -> np.ndarray:
     return cv2.threshold(x, 0, 1, cv2.THRESH_BINARY)[1].astype(np.uint8, copy=False) if x.dtype == np.uint8 \
         else (x > 0).view(np.uint8)
-
-
-def label_mass(labels: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
-    mass = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n)
-    mass[0] = 0.0
-    return mass
 
 
 def remove_specks(x: np.ndarray, fraction: float = 0.02) -> np.ndarray:

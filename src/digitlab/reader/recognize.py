@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from digitlab.errors import NoDigitError
@@ -27,8 +28,9 @@ from digitlab.reader.image import Loaded, load
 from digitlab.reader.infer import OnnxModel, bundled
 from digitlab.reader.preprocess import (
     PreprocessConfig,
-    component_mass,
+    blob_stats,
     ink_map,
+    ink_mask,
     narrower_views,
     normalize_digit,
     prepare,
@@ -176,6 +178,8 @@ def digit_count(ink: np.ndarray, side: int = 128) -> int:
     half as tall as the tallest, on a copy reduced to `side` px (cheap; a broken stroke closes up, while
     the gaps of a row of ten digits stay open: at 64 px, 33 of the suite's 50 rows got their count right,
     at 128 px 49)."""
+    if cv2.connectedComponents(ink_mask(ink), connectivity=8)[0] <= 2:
+        return 1  # one blob (the usual case): a tenth of the time of the reduced copy and its statistics
     _, groups = components(small_copy(ink, side))
     heights = [box[3] - box[1] for box, _ in groups]
     return sum(h >= 0.5 * max(heights) for h in heights)
@@ -202,7 +206,7 @@ class Reading:
 def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
     """Ink blobs: the label image and, left to right, ([left, top, right, bottom], [label ids]) per
     digit candidate; blobs overlapping horizontally are merged into one."""
-    labels, stats, _ = component_mass(x)
+    labels, stats = blob_stats(x)
     blobs = sorted(([int(x0), int(t), int(x0 + w), int(t + h)], [i])
                    for i, (x0, t, w, h, _) in enumerate(stats) if i > 0)
     merged: list[tuple[list[int], list[int]]] = []
