@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from _cpu import print_cpu
 from digitlab.data import load
 from digitlab.files import atomic_write_bytes
 
@@ -43,10 +44,11 @@ def make_canvases(folder: Path, n: int) -> None:
             atomic_write_bytes(path, buf.getvalue())  # a killed run leaves no half image to reuse
 
 
-def timed_predict(folder: Path, jobs: int) -> tuple[float, float, list[dict]]:
+def timed_predict(folder: Path, jobs: int, model: str | None = None) -> tuple[float, float, list[dict]]:
     """(wall seconds, CPU seconds of the command and its workers, the answers)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "digitlab.cli", "predict", str(folder), "--json", "--no-progress", "--jobs", str(jobs)]
+    cmd += ["--model", model] if model else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -58,30 +60,38 @@ def timed_predict(folder: Path, jobs: int) -> tuple[float, float, list[dict]]:
     return elapsed, cpu, [json.loads(line) for line in done.stdout.splitlines()]
 
 
+def measure(n: int, folder: str | None = None, jobs: int = 0, model: str | None = None) -> float:
+    """Makes the canvases, times `predict FOLDER` in one process and over `jobs` workers, prints the
+    figures; returns the workers' images/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(folder or tmp) / f"canvas-{n}"
+        t0 = time.perf_counter()
+        make_canvases(where, n)
+        print(f"{n:,} canvas PNGs (280x280 RGB) in {where} ({time.perf_counter() - t0:.1f} s to make)")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        single_s, single_cpu, single = timed_predict(where, 1, model)
+        multi_s, multi_cpu, multi = timed_predict(where, jobs, model)
+        workers = jobs or cpus
+        accuracy = sum(r["label"] == int(Path(r["file"]).stem.split("-")[1]) for r in multi) / len(multi)
+        # CPU seconds (all processes) hold up on a shared machine, where wall time measures the others' load
+        print(f"one process:        {n / single_s:8,.0f} images/s ({single_s:.1f} s, whole command; "
+              f"CPU {single_cpu:.1f} s, {1e3 * single_cpu / n:.2f} ms per image)")
+        print(f"{workers} worker processes: {n / multi_s:8,.0f} images/s ({multi_s:.1f} s, whole command; "
+              f"CPU {multi_cpu:.1f} s, {1e3 * multi_cpu / n:.2f} ms per image)  "
+              f"speed-up {single_s / multi_s:.2f}x on {cpus} CPUs")
+        print(f"same answers in the same order: {single == multi}; accuracy {100 * accuracy:.2f}%")
+        return n / multi_s
+
+
 def main() -> None:
+    print_cpu()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="number of canvas images")
     ap.add_argument("--folder", help="where to write them (kept; reused when already there)")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes for the parallel run (0: one per core)")
+    ap.add_argument("--model", help="an ONNX model (default: the bundled one)")
     args = ap.parse_args()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.folder or tmp) / f"canvas-{args.n}"
-        t0 = time.perf_counter()
-        make_canvases(folder, args.n)
-        print(f"{args.n:,} canvas PNGs (280x280 RGB) in {folder} ({time.perf_counter() - t0:.1f} s to make)")
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        single_s, single_cpu, single = timed_predict(folder, 1)
-        multi_s, multi_cpu, multi = timed_predict(folder, args.jobs)
-        jobs = args.jobs or cpus
-        accuracy = sum(r["label"] == int(Path(r["file"]).stem.split("-")[1]) for r in multi) / len(multi)
-        # CPU seconds (all processes) hold up on a shared machine, where wall time measures the others' load
-        print(f"one process:        {args.n / single_s:8,.0f} images/s ({single_s:.1f} s, whole command; "
-              f"CPU {single_cpu:.1f} s, {1e3 * single_cpu / args.n:.2f} ms per image)")
-        print(f"{jobs} worker processes: {args.n / multi_s:8,.0f} images/s ({multi_s:.1f} s, whole command; "
-              f"CPU {multi_cpu:.1f} s, {1e3 * multi_cpu / args.n:.2f} ms per image)  "
-              f"speed-up {single_s / multi_s:.2f}x on {cpus} CPUs")
-        print(f"same answers in the same order: {single == multi}; accuracy {100 * accuracy:.2f}%")
+    measure(args.n, args.folder, args.jobs, args.model)
 
 
 if __name__ == "__main__":

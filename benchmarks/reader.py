@@ -1,13 +1,14 @@
 """How well and how fast the reader reads people's images: the realistic suite (digitlab.testing.corpus).
 
-    python benchmarks/reader.py [--model PATH] [--n 200] [--rows 100] [--speed-only | --no-speed]
+    python benchmarks/reader.py [--model PATH] [--n 200] [--rows 100] [--folder-images 2000] [--speed-only | --no-speed]
 
 Prints, with the CPU it ran on: clean-MNIST accuracy and ECE of the model (MNIST test only
 measures: the temperature is the model card's); per-category single-digit accuracy on the suite and
 how many real digits were called blank / not a digit; exact rates for rows, touching pairs and
 touching rows; blank -> "no digit"; non-digit rejection at the confidence threshold that rejects 1%
 of real digits; ECE on the suite; the ablation table (each preprocessing step off in turn, and a
-resize-only baseline); and speed against a naive baseline in the same run.
+resize-only baseline); speed against a naive baseline in the same run; and the throughput of
+`digitlab predict FOLDER` on canvas PNGs (predict_folder.py, which runs it alone on more images).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import platform
-import subprocess
 import time
 
 import numpy as np
 from PIL import Image
 
+import predict_folder
 from _cpu import print_cpu
 from digitlab import reader
 from digitlab.data import load
@@ -39,17 +39,6 @@ from digitlab.testing.corpus import (
 
 def pct(x: float) -> str:
     return f"{100 * x:6.2f}%"
-
-
-def cpu() -> str:
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return platform.processor() or "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("Flags")), [])
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{model} [{' '.join(wanted)}]"
 
 
 def timed(fn, repeat: int, fastest: bool = False) -> float:
@@ -102,17 +91,21 @@ def main() -> None:
     ap.add_argument("--fashion", type=int, default=2000, help="Fashion-MNIST test images as non-digits")
     ap.add_argument("--ablation", type=int, default=50, help="singles per category used per ablation row")
     ap.add_argument("--repeat", type=int, default=200, help="timing repetitions")
+    ap.add_argument("--folder-images", type=int, default=2000,
+                    help="canvas PNGs for `digitlab predict FOLDER` throughput (0: skip; predict_folder.py for more)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     args = ap.parse_args()
 
     model = reader.get_model(args.model)
-    print(f"CPU: {cpu()}")
     t0 = time.perf_counter()
     xt, yt = load("mnist", "test")
     if not args.no_speed:
         speed(model, xt, args.repeat)
+        if args.folder_images:
+            print("\n`digitlab predict FOLDER` (the whole command, start to finish; target >= 2,000 images/s):")
+            predict_folder.measure(args.folder_images, model=args.model)
     if args.speed_only:
         return
 
