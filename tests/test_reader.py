@@ -129,6 +129,29 @@ def test_a_photo_whose_shadow_hides_the_digit_from_the_first_look_is_read(mnist,
     assert result["status"] == "ok" and result["label"] == y[i] == 4 and result["confidence"] > 0.9
 
 
+def test_a_photo_whose_lit_paper_outshines_the_ink_is_read_in_the_other_polarity(mnist, model):
+    """A photo of a dark 5 with a bright patch of lit paper: the patch departs further from the paper's
+    level than the ink does, so the first two looks take the patch for bright ink, flatten it away and
+    find nothing. Before calling it blank, the reader reads it in the other polarity (preprocess.looks)."""
+    from dataclasses import replace
+
+    from digitlab.errors import NoDigitError
+    from digitlab.reader.preprocess import PreprocessConfig, ink_map
+
+    _, (x, y) = mnist
+    rng = np.random.default_rng(110)  # found by searching photo renderings for this failure
+    i = int(rng.integers(100))
+    data, _ = render(mnist_digit(x[i], 120, rng), rng, style="photo")
+    for first_looks in (PreprocessConfig(), replace(PreprocessConfig(), flatten_always=True)):
+        with pytest.raises(NoDigitError):
+            ink_map(data, first_looks, single=True)
+    result = reader.classify(data, model)
+    assert result["status"] == "ok" and result["label"] == y[i] == 5 and result["confidence"] > 0.9
+    # its box, in the photo's pixels, is the 5 (drawn 120 px high: its ink about 86), not the lit patch
+    left, top, right, bottom = result["box"]
+    assert 75 < bottom - top < 110 and 30 < right - left < bottom - top, result["box"]
+
+
 def test_min_confidence_abstains(corpus, model):
     row = next(s for s in corpus if s.kind == "string")
     assert "?" not in reader.read(row.data, model).text

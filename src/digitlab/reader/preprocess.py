@@ -39,6 +39,7 @@ class PreprocessConfig:
     polarity: bool = True  # detect dark-on-light vs light-on-dark and make the ink bright
     flatten_background: bool = True  # divide out uneven paper brightness (lighting gradients, shadows)
     flatten_always: bool = False  # even where the paper looks even: the reader's second look (first_ink_map)
+    other_polarity: bool = False  # the polarity opposite to the one detected: a photo's third look (first_ink_map)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
@@ -186,12 +187,15 @@ def flatten_background(x: np.ndarray, dark: bool) -> np.ndarray:
     back up: cheap at any image size, and a shadow's soft edge survives it while strokes do not.
     Light falling on dark-ink paper multiplies the ink's contrast too, hence a division there.
     The copy is 64 px on its short side (and at most 8x that long), the window a quarter of that: a
-    row of digits is as tall as one digit, and a window taller than the row would flatten nothing."""
+    row of digits is as tall as one digit, and a window taller than the row would flatten nothing.
+    The copy is padded by repeating its edge: a mirrored edge turns a lighting ramp into a peak there,
+    which the opening cuts off, and the division made the cut a band of "ink" along the edge (a plain
+    grey ramp read as a 1 once the reader looked at it in the other polarity, see `looks`)."""
     h, w = x.shape
     s = small_copy(x, min(8 * 64, 64 * max(h, w) // max(1, min(h, w)))).astype(np.float32)
     k = max(3, min(s.shape) // 4) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    level = cv2.morphologyEx(cv2.copyMakeBorder(s, k, k, k, k, cv2.BORDER_REFLECT), cv2.MORPH_OPEN, kernel)
+    level = cv2.morphologyEx(cv2.copyMakeBorder(s, k, k, k, k, cv2.BORDER_REPLICATE), cv2.MORPH_OPEN, kernel)
     level = cv2.blur(level, (k // 2 + 1, k // 2 + 1))[k:-k, k:-k]
     level = cv2.resize(level, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
     xf = x.astype(np.float32)
@@ -219,6 +223,12 @@ def noise_level(x: np.ndarray) -> float:
 
 def grainy(gray: np.ndarray) -> bool:
     return min(gray.shape) >= 24 and noise_level(gray) > 3.0
+
+
+def could_be_paper(gray: np.ndarray) -> bool:
+    """Large enough to be a photo or a scan of paper, with paper around a digit and light across it
+    (64 px or more on its short side), and not a bitmap. A 28x28 crop is not (a Fashion-MNIST garment)."""
+    return min(gray.shape) >= 64 and not two_level(gray)
 
 
 def _median(hist: np.ndarray) -> float:
@@ -347,7 +357,7 @@ def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarra
         h, w = gray.shape
         gray = cv2.copyMakeBorder(gray, 0, -h % factor, 0, -w % factor, cv2.BORDER_REPLICATE)
         gray = reduce_by(gray, factor)
-    dark = c.polarity and dark_ink(gray)
+    dark = c.polarity and dark_ink(gray) != c.other_polarity
     if dark:
         gray = 255 - gray
     if grainy(gray):  # a grainy photo or scan: average the grain away
@@ -565,19 +575,36 @@ def prepare(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, 
 
 
 def first_ink_map(loaded: Loaded, c: PreprocessConfig, factor: int) -> tuple[InkMap, PreprocessConfig]:
-    """The ink map of an image of one digit, and the settings that found it: before the picture is
-    called blank, it is read again with the lighting flattened (`flatten_always`), even though uneven_paper
-    found the paper even (a soft shadow across a corner of a photo, just under its bar, hid a bold 2
-    on development seed 77). Only a picture about to be called blank pays for it. (A second look in
-    the other polarity was tried too: it read the paper between strokes of clean pictures as digits, a
-    square-squashed 1 or a garment, and cost a tenth of the Fashion-MNIST rejections.)"""
-    try:
-        return ink_map(loaded, c, single=True, factor=factor), c
-    except NoDigitError:
-        if not c.flatten_background or c.flatten_always:  # an ablation, or this was the second look
-            raise
-        second = replace(c, flatten_always=True)
-        return ink_map(loaded, second, single=True, factor=factor), second
+    """The ink map of an image of one digit, and the settings that found it: the first of `looks` that
+    finds ink. Only a picture about to be called blank pays for the later looks."""
+    for look in looks(loaded, c):
+        try:
+            return ink_map(loaded, look, single=True, factor=factor), look
+        except NoDigitError as e:
+            blank = e
+    raise blank
+
+
+def looks(loaded: Loaded, c: PreprocessConfig) -> list[PreprocessConfig]:
+    """The settings a picture of one digit is read with, in turn, before it is called blank:
+    - as configured;
+    - with the lighting flattened (`flatten_always`), even though uneven_paper found the paper even: a
+      soft shadow across a corner of a photo, just under its bar, hid a bold 2 (development seed 77);
+    - a picture that could be a photo or a scan of paper, flattened and in the other polarity
+      (`other_polarity`): a bright patch of lit paper departs from the paper's level further than a dark
+      digit does, and dark_ink takes the patch for the ink (4 of 1,500 photo renderings, an 8 on
+      development seed 7).
+    Tried and not kept (BENCHMARKS.md): the other polarity for every picture (it read the paper between
+    strokes of clean pictures as digits, a square-squashed 1 or a garment, and cost a tenth of the
+    Fashion-MNIST rejections); a clean picture without flattening (it read a 1 squashed into a square,
+    70-80% ink, which flattening takes for uneven paper, but also a tenth of blank photos, whose light
+    it took for ink). An ablation (a step switched off, or one of these forced) is read as configured."""
+    if not c.flatten_background or c.flatten_always or c.other_polarity:
+        return [c]
+    second = replace(c, flatten_always=True)
+    if c.polarity and could_be_paper(loaded.gray):
+        return [c, second, replace(second, other_polarity=True)]
+    return [c, second]
 
 
 def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
