@@ -38,8 +38,8 @@ FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these s
 class PreprocessConfig:
     polarity: bool = True  # detect dark-on-light vs light-on-dark and make the ink bright
     flatten_background: bool = True  # divide out uneven paper brightness (lighting gradients, shadows)
-    flatten_always: bool = False  # even where the paper looks even: the reader's second look (first_ink_map)
-    other_polarity: bool = False  # the polarity opposite to the one detected: a photo's third look (first_ink_map)
+    flatten_always: bool = False  # even where the paper looks even: the reader's second look (see looks)
+    other_polarity: bool = False  # the polarity opposite to the one detected: a third look (see looks)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
