@@ -20,12 +20,14 @@ import time
 
 import numpy as np
 
+from _cpu import print_cpu
 from digitlab import data
 from digitlab.lab.finetune import FinetuneConfig, adapt, load_base, rehearsal_sample
 from digitlab.testing.writers import WRITERS, writer_split
 
 
 def main() -> None:
+    print_cpu()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="bundled", help='"bundled", an .onnx file or a model directory')
     ap.add_argument("--writers", type=int, default=5)

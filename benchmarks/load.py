@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _cpu import print_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "cd8225f"  # the last commit with the stdlib ThreadingHTTPServer service
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -168,6 +170,7 @@ def check_answer(url: str, body: bytes, content_type: str, label: int) -> None:
 
 
 def main() -> None:
+    cpu = print_cpu()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20, help="per wrk run")
     parser.add_argument("--connections", default="1,32", help="comma-separated")
@@ -180,7 +183,7 @@ def main() -> None:
         sys.exit("load.py: wrk not found (Debian package 'wrk')")
     connections = [int(c) for c in args.connections.split(",")]
     data, label = canvas_png()
-    rows, report = [], {"cpu": cpu_name(), "cores": os.cpu_count(), "image_bytes": len(data), "runs": []}
+    rows, report = [], {"cpu": cpu, "cores": os.cpu_count(), "image_bytes": len(data), "runs": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "digit.png").write_bytes(data)
@@ -231,14 +234,6 @@ def memory_phase(served: Served, tmp: Path, form_type: str, args) -> dict:
           f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)", flush=True)
     return {"requests": done, "errors": errors, "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
             "growth": growth}
-
-
-def cpu_name() -> str:
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reader import cpu  # noqa: E402 - the benchmarks folder is not a package
+from _cpu import print_cpu  # noqa: E402 - the benchmarks folder is not a package
 
 TARGET_S = 0.4
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--image", help="the image to predict (default: a canvas PNG of MNIST test digit 0)")
     args = ap.parse_args()
-    print(f"CPU: {cpu()}")
+    print_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(args.image) if args.image else canvas_png(Path(tmp))
         run_once(image)  # warm the file cache: every later run starts the same way
