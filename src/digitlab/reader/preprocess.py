@@ -17,6 +17,7 @@ inference path, which imports neither torch nor scipy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import cv2
@@ -585,7 +586,7 @@ def first_ink_map(loaded: Loaded, c: PreprocessConfig, factor: int) -> tuple[Ink
     raise blank
 
 
-def looks(loaded: Loaded, c: PreprocessConfig) -> list[PreprocessConfig]:
+def looks(loaded: Loaded, c: PreprocessConfig) -> Iterator[PreprocessConfig]:
     """The settings a picture of one digit is read with, in turn, before it is called blank:
     - as configured;
     - with the lighting flattened (`flatten_always`), even though uneven_paper found the paper even: a
@@ -598,13 +599,15 @@ def looks(loaded: Loaded, c: PreprocessConfig) -> list[PreprocessConfig]:
     strokes of clean pictures as digits, a square-squashed 1 or a garment, and cost a tenth of the
     Fashion-MNIST rejections); a clean picture without flattening (it read a 1 squashed into a square,
     70-80% ink, which flattening takes for uneven paper, but also a tenth of blank photos, whose light
-    it took for ink). An ablation (a step switched off, or one of these forced) is read as configured."""
+    it took for ink). An ablation (a step switched off, or one of these forced) is read as configured.
+    A generator: a picture read at the first look costs nothing more."""
+    yield c
     if not c.flatten_background or c.flatten_always or c.other_polarity:
-        return [c]
+        return
     second = replace(c, flatten_always=True)
+    yield second
     if c.polarity and could_be_paper(loaded.gray):
-        return [c, second, replace(second, other_polarity=True)]
-    return [c, second]
+        yield replace(second, other_polarity=True)
 
 
 def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
