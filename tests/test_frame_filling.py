@@ -126,7 +126,7 @@ def test_thick_1bit_ones_are_not_called_not_a_digit(test_digits, model):
     assert len(vetoed) >= 8  # measured 10: the default view alone
     results = [reader.classify(d, model) for d in data]
     assert sum(r["status"] == "not a digit" for r in results) <= 3  # measured 1
-    assert np.mean([r["label"] == 1 for r in results]) >= 0.7  # measured 0.8
+    assert np.mean([r["guess"] == 1 for r in results]) >= 0.8  # measured 0.91 (0.65 of them sure)
     for d in vetoed:
         view = thinner_view(load(d))
         assert len(view) == 1 and stroke_width(view[0] / 255) <= stroke_width(preprocess(d) / 255)

@@ -154,9 +154,13 @@ def test_a_photo_whose_lit_paper_outshines_the_ink_is_read_in_the_other_polarity
 
 def test_min_confidence_abstains(corpus, model):
     row = next(s for s in corpus if s.kind == "string")
-    assert "?" not in reader.read(row.data, model).text
+    sure = reader.read(row.data, model, min_confidence=0.0)
+    assert sure.status == "ok" and all(d.label == d.guess for d in sure.digits)
     unsure = reader.read(row.data, model, min_confidence=1.01)
-    assert unsure.text == "?" * len(unsure.digits) and all(d.label is None for d in unsure.digits)
+    # the best reading stays in text and in each digit's guess; no digit and not the number is sure
+    assert unsure.text == sure.text and unsure.status == "unsure"
+    assert all(d.label is None and d.status == "unsure" for d in unsure.digits)
+    assert [d.guess for d in unsure.digits] == [int(c) for c in sure.text]
     single = next(s for s in corpus if s.kind == "single")
     assert reader.classify(single.data, model, min_confidence=1.01)["status"] == "unsure"
 
@@ -222,8 +226,10 @@ def test_predict_multi_and_explain(files, model_path, capsys, tmp_path):
     records = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(records) == 2
     for r, path in zip(records, rows, strict=True):
-        assert len(r["digits"]) == len(r["text"]) and r["text"].replace("?", "").isdigit()
-        assert all(set(d) == {"label", "confidence", "box"} for d in r["digits"])
+        assert len(r["digits"]) == len(r["text"]) and r["text"].isdigit() and r["status"] in ("ok", "unsure")
+        assert all(set(d) == {"label", "guess", "status", "confidence", "box"} for d in r["digits"])
+        assert all(d["label"] in (None, d["guess"]) and (d["label"] is None) == (d["status"] == "unsure")
+                   for d in r["digits"])
         assert len(r["text"]) == len(path.stem.split("-")[1])
     written = sorted((tmp_path / "ex").glob("*.png"))
     assert len(written) == sum(len(r["digits"]) for r in records)

@@ -22,7 +22,7 @@ from digitlab.errors import DigitlabError, ImageError
 from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.preprocess import composite_alpha
-from digitlab.reader.recognize import digit_count
+from digitlab.reader.recognize import SURE, digit_count
 
 # ---------------------------------------------------------------------------- predict (reader)
 # Folders are read over worker processes (one per core), answers printed in input order. With
@@ -37,7 +37,7 @@ SYNC_EVERY_S = 1.0
 @dataclass(frozen=True)
 class PredictOptions:
     multi: bool = False
-    min_confidence: float = 0.0
+    min_confidence: float | None = None  # None: the reader's default decision (recognize.SURE)
     explain: str | None = None
     model: str | None = None
 
@@ -145,9 +145,11 @@ def format_line(record: dict) -> str:
     if "error" in record:
         line = f"error: {record['error']}"
     elif "text" in record:
-        line = record["text"] or "no digit"
+        line = f'"{record["text"]}"' if record["text"] else "no digit"
+        line += " (unsure)" if record["status"] == "unsure" else ""
     else:
         line = record["status"] if record["label"] is None else str(record["label"])
+        line += f", maybe {record['guess']}" if record["status"] == "unsure" else ""
         line += f" ({100 * record['confidence']:.1f}%)" if record["probabilities"] else ""
     if "hint" in record:
         line += f" [{record['hint']}]"
@@ -326,8 +328,9 @@ def add_predict_commands(commands) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive), or - for stdin")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--multi", action="store_true", help="read a row of digits as one number")
-    p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
-                   help="abstain (label null / '?') below this confidence, 0-1")
+    p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
+                   help="answer 'unsure' (label null, the best reading in 'guess') below this confidence, 0-1 "
+                        f"(default: {SURE}, where the reader's sure answers are right 99.5%% of the time)")
     p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
                    "(for 'no digit': the grey image the reader saw)")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")

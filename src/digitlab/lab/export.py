@@ -93,7 +93,8 @@ def held_out(run: dict, config) -> tuple[np.ndarray, np.ndarray] | None:
     if getattr(config, "realistic_views", 0):
         from .augment import realistic_views
 
-        x_val = np.concatenate([x_val, realistic_views(x_val, 1, seed=run["seed"] + 1)[0]])
+        x_val = np.concatenate([x_val, realistic_views(x_val, 1, seed=run["seed"] + 1,
+                                                       forms=getattr(config, "forms", 0.0))[0]])
         y_val = np.concatenate([y_val, y_val])
     return x_val, y_val
 

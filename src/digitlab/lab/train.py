@@ -45,6 +45,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: float = 0.0  # random affine strength: 0 = off, 1 = rotate 10deg, scale 10%, shift 2px
     realistic_views: int = 0  # renderings per image as real collections store them (lab/augment.py)
+    forms: float = 0.0  # the share of those renderings written on forms: boxes, ruled and squared paper, lines
     not_one_digit: float = 0.0  # images that are not one digit (lab/augment.py), as a share of the digits
     teachers: str = ""  # trained model directories, comma-separated, whose averaged predictions are also learned
     seed: int = 0

@@ -26,6 +26,7 @@ import numpy as np
 from digitlab.errors import NoDigitError
 
 from .image import Loaded, load
+from .structure import Structure, remove_structure
 
 MNIST_STROKE = 1.85  # median of stroke_width() over MNIST digits, in pixels of the 20-px box
 PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey levels)
@@ -42,6 +43,7 @@ class PreprocessConfig:
     flatten_always: bool = False  # even where the paper looks even: the reader's second look (see looks)
     other_polarity: bool = False  # the polarity opposite to the one detected: a third look (see looks)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
+    remove_lines: bool = True  # printed ruled lines, grids, box frames and underlines are not ink (structure.py)
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
     keep_aspect: bool = True  # longer side -> box px (off: stretch to box x box)
@@ -62,6 +64,7 @@ class InkMap:
     scale: tuple[float, float]  # input pixels per working pixel (x, y)
     size: tuple[int, int]  # the input's (width, height)
     picture: np.ndarray | None = None  # the ink of the whole picture, every blob but specks
+    structure: Structure | None = None  # the printed lines taken out of it, and the fields they mark
 
     def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
         """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
@@ -382,11 +385,16 @@ def ink_map(image, config: PreprocessConfig | None = None, single: bool = False,
         if hi - lo < 255 * c.min_contrast:
             raise NoDigitError("no digit: the image is blank")
         x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
+    structure = None
+    if c.remove_lines:
+        x, structure = remove_structure(x)
+        if structure is not None and not x.any():
+            raise NoDigitError("no digit: only printed lines")
     picture = None
     if c.remove_specks:
         picture, digit = pick_digit(x, reach=0.3 if single else None)
         x = digit if single else picture
-    return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size, picture)
+    return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size, picture, structure)
 
 
 # ---------------------------------------------------------------------------- one digit -> 28x28

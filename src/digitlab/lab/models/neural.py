@@ -78,7 +78,8 @@ class NeuralClassifier(Classifier):
         if self.config.realistic_views:  # the originals plus their renderings: [views, N, 28, 28]
             from digitlab.lab.augment import realistic_views
 
-            x = np.concatenate([x[None], realistic_views(x, self.config.realistic_views, seed=self.config.seed)])
+            x = np.concatenate([x[None], realistic_views(x, self.config.realistic_views, seed=self.config.seed,
+                                                         forms=self.config.forms)])
         if self.config.not_one_digit:  # then images that are not one digit, labelled NOT_ONE_DIGIT
             from digitlab.lab.augment import with_not_one_digit
 

@@ -1,0 +1,271 @@
+"""Printed structure is not ink: ruled lines, grids, box frames (closed or open at the top),
+underlines and dotted lines, found in an ink map and taken out without erasing the handwriting
+that crosses or touches them; and the fields a row of boxes (a comb) marks out.
+
+A printed line differs from a pen stroke in three ways this step relies on, none of them a colour:
+- it is long: a horizontal line spans most of the picture's width (LINE_SPAN), a vertical one most
+  of its height, or it joins two horizontal lines (a box's side), or it stands in a row of equally
+  long verticals on one line (a comb open at the top);
+- it is straight: it survives an opening with a line-shaped kernel that long (after a dilation of
+  TILT px across it, so a photo's slight rotation does not break it up);
+- it is thin for its length: at least MIN_ASPECT times longer than thick, and at most THIN of the
+  picture's short side thick (the bar of a 7 that fills a 16x16 scan is neither).
+
+Only a line's own thickness is taken out: where ink runs across the line further than the line is
+thick (a stroke crossing it, or lying along it drawn with a wider pen), it stays. A picture with no
+long run of ink in any row or column costs one projection (`might_have_lines`) and nothing more.
+
+    clean, structure = remove_structure(ink)   # uint8 ink map (paper 0) -> same without the lines
+    structure.fields                           # boxes of a comb / box, (left, top, right, bottom)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+LINE_SPAN = 0.6  # a free-standing line spans at least this share of the picture's width (or height)
+MIN_ASPECT = 15.0  # ... and is at least this many times longer than thick
+THIN = 0.06  # ... and at most this share of the picture's short side thick
+TILT = 3  # rows (columns) a horizontal (vertical) line may drift over its length: about 1 degree over 170 px
+INK_LEVEL = 16  # ink-map level (of 255) above which a pixel counts as ink for the cheap test
+STROKE_LEVEL = 40  # ink above this (of 255) is what a stroke crossing a line is measured in
+RIDGE = 12  # a line's pixels are at least this much brighter (of 255) than the ink map beside them
+JOIN = 0.04  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
+BOX_SIDE = 0.2  # the top or bottom of a box is at least this share of the picture's width
+COMB_SIDE = 0.15  # the sides of a box open at the top are at least this share of the picture's height
+
+
+@dataclass
+class Structure:
+    """The printed lines found in an ink map (at its size)."""
+
+    across: np.ndarray  # uint8 mask, 255 on the horizontal lines' pixels (their anti-aliased edge included)
+    down: np.ndarray  # the same for the vertical lines
+    rows: list[tuple[int, int, int, int]] = field(default_factory=list)  # horizontal lines' boxes (l, t, r, b)
+    columns: list[tuple[int, int, int, int]] = field(default_factory=list)  # vertical lines' boxes
+
+    @property
+    def fields(self) -> list[tuple[int, int, int, int]]:
+        return cells(self.columns, bool(self.rows))
+
+
+def cells(columns: list, framed: bool = True) -> list[tuple[int, int, int, int]]:
+    """The boxes between neighbouring vertical lines that end on a common horizontal line (a form's
+    boxes, a comb's cells), left to right, as (left, top, right, bottom) inside the frame. A comb's
+    cells are equally wide, so a field k times the narrowest is k cells whose sides were lost
+    (a digit written over them)."""
+    if len(columns) < 2 or not framed:
+        return []
+    cols = sorted(columns)
+    found = []
+    for a, b in zip(cols, cols[1:], strict=False):
+        top, bottom = max(a[1], b[1]), min(a[3], b[3])
+        if bottom - top < 0.5 * max(a[3] - a[1], b[3] - b[1]):
+            continue  # not the same row of boxes
+        if b[0] - a[2] < 0.3 * (bottom - top):
+            continue  # two sides of one line, or a double rule
+        found.append((a[2], top, b[0], bottom))
+    if len(found) < 2:
+        return found
+    widths = np.array([f[2] - f[0] for f in found], np.float64)
+    unit = float(np.median(widths[widths <= 1.3 * widths.min()]))
+    out = []
+    for left, top, right, bottom in found:
+        k = max(1, round((right - left) / unit))
+        edges = np.linspace(left, right, k + 1).round().astype(int)
+        out += [(int(a), top, int(b), bottom) for a, b in zip(edges, edges[1:], strict=False)]
+    return out
+
+
+def ink_mask(x: np.ndarray) -> np.ndarray:
+    return (x > INK_LEVEL).astype(np.uint8)
+
+
+def ridges(x: np.ndarray, horizontal: bool, width: int) -> np.ndarray:
+    """uint8 mask of thin ridges of ink running along one direction: pixels brighter by RIDGE than the
+    ink map opened across that direction (a top-hat), so a line is found whatever grey of paper or
+    shading surrounds it, and a stroke thicker than `width` is not one."""
+    kernel = np.ones((width, 1) if horizontal else (1, width), np.uint8)
+    return (cv2.morphologyEx(x, cv2.MORPH_TOPHAT, kernel) > RIDGE).astype(np.uint8)
+
+
+def might_have_lines(x: np.ndarray) -> bool:
+    """Cheap test: does any row hold LINE_SPAN of the width in ink, or any column most of the height
+    (with TILT rows of slack)? A picture of a digit alone has no such row unless the digit fills the
+    frame, which the full test then rejects."""
+    m = ink_mask(x)
+    rows = cv2.dilate(m, np.ones((TILT, 1), np.uint8)).sum(axis=1)
+    cols = cv2.dilate(m, np.ones((1, TILT), np.uint8)).sum(axis=0)
+    h, w = x.shape
+    # a box's sides or a comb's need a horizontal line too: only a free-standing vertical is looked for alone
+    return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= 0.8 * 0.9 * h)
+
+
+def straight_runs(m: np.ndarray, length: int, horizontal: bool) -> np.ndarray:
+    """Pixels of m on straight runs at least `length` long (the shape a printed line has), tolerant of
+    TILT px of drift and of the gaps of a dashed or dotted line."""
+    h, w = m.shape
+    gap = max(4, (w if horizontal else h) // 30)
+    across, along = ((1, TILT), (gap, 1)) if horizontal else ((TILT, 1), (1, gap))
+    joined = cv2.morphologyEx(cv2.dilate(m, np.ones(across[::-1], np.uint8)), cv2.MORPH_CLOSE,
+                              np.ones(along[::-1], np.uint8))
+    kernel = np.ones((1, length) if horizontal else (length, 1), np.uint8)
+    return cv2.morphologyEx(joined, cv2.MORPH_OPEN, kernel) & cv2.dilate(m, np.ones((3, 3), np.uint8))
+
+
+def line_boxes(runs: np.ndarray, m: np.ndarray, horizontal: bool, min_length: float,
+               max_thick: float) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of the thin, long blobs of `runs`. A blob's thickness is the median,
+    along it, of its ridge pixels (m) across it: a stroke touching the line in one place, or a
+    crossing, does not make the line thick."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    found = []
+    for i, (left, top, w, h, _) in enumerate(stats[1:n], start=1):
+        length = w if horizontal else h
+        if length < min_length:
+            continue
+        own = (labels[top:top + h, left:left + w] == i) & (m[top:top + h, left:left + w] > 0)
+        thick = float(np.median(own.sum(axis=0 if horizontal else 1)))
+        if thick <= max_thick and length >= MIN_ASPECT * thick:
+            found.append((int(left), int(top), int(left + w), int(top + h)))
+    return found
+
+
+def find_structure(x: np.ndarray) -> Structure | None:
+    """The printed lines of an ink map (uint8, paper 0), or None where it has none."""
+    h, w = x.shape
+    if min(h, w) < 16 or not might_have_lines(x):
+        return None
+    max_thick = THIN * min(h, w) + 2  # and the soft edge of a thin line, which the ridges hold too
+    width = 2 * int(max_thick) + 3
+    # where two lines cross, each is a wide blob across the other's direction, which the top-hat
+    # takes out of it: so both directions' ridges together are what a line must run straight through
+    thin = ridges(x, True, width) | ridges(x, False, width)
+    shortest = max(8, int(BOX_SIDE * w))
+    wide = line_boxes(straight_runs(thin, shortest, True), thin, True, shortest, max_thick)
+    shortest = max(8, int(COMB_SIDE * h))
+    tall = line_boxes(straight_runs(thin, shortest, False), thin, False, shortest, max_thick)
+    # a box's sides meet its top and bottom, and its corners end them; a box open at the top stands on
+    # its bottom line. A line across the whole picture (ruled or squared paper) frames no box, so the
+    # part of a stroke between two ruled lines is never taken for a box's side.
+    edge = 0.005 * w + 3
+    framing = [r for r in wide if r[0] > edge or r[2] < w - edge]
+    sides = [c for c in tall if joins_two(c, framing, h)]
+    sides += open_top_sides([c for c in tall if c not in sides], framing, h)
+    sides = [c for c in sides if any(meets(c, r, h) and cornered(r, sides, w) for r in framing)]
+    sides = hidden_sides(sides, thin, h)
+    columns = sorted(sides + [c for c in tall if c not in sides and free_standing(c, h)])
+    rows = [r for r in wide if r[2] - r[0] >= LINE_SPAN * w or any(meets(c, r, h) for c in sides)]
+    if not rows and not columns:
+        return None
+    masks = []
+    for boxes in (rows, columns):
+        lines = np.zeros((h, w), np.uint8)
+        for left, top, right, bottom in boxes:  # the line's own pixels, not a tilted line's whole box
+            lines[top:bottom, left:right] |= thin[top:bottom, left:right]
+        masks.append(cv2.dilate(lines * 255, np.ones((3, 3), np.uint8)))  # and their soft edge
+    return Structure(*masks, sorted(rows, key=lambda r: r[1]), columns)
+
+
+def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
+    """A comb's sides, with those a digit written over hid from `line_boxes` (its stroke along the side
+    made the line look thick) found where the comb's equal cells say they stand: the column of most
+    ridge pixels within a fifth of a cell of that place, when it runs most of the cell's height."""
+    fields = cells(sides) if len(sides) >= 3 else []
+    if len(fields) < 2:
+        return sides
+    found = list(sides)
+    for left, top, right, bottom in fields:
+        if any(abs(c[0] - right) <= 2 or abs(c[2] - right) <= 2 for c in sides):
+            continue  # a side that was found
+        reach = max(2, (right - left) // 5)
+        lo = max(0, right - reach)
+        window = thin[top:bottom, lo:right + reach]
+        counts = window.sum(axis=0)
+        if counts.size and counts.max() >= 0.6 * (bottom - top):
+            at = np.flatnonzero(counts >= 0.5 * counts.max())
+            best = int(np.argmax(counts))
+            at = at[np.abs(at - best) <= 3]
+            found.append((lo + int(at.min()), top, lo + int(at.max()) + 1, bottom))
+    return sorted(found)
+
+
+def free_standing(c: tuple[int, int, int, int], h: int) -> bool:
+    """A vertical line running (nearly) the picture's whole height: a grid's, a notebook's margin."""
+    return c[3] - c[1] >= 0.9 * h
+
+
+def meets(c: tuple[int, int, int, int], r: tuple[int, int, int, int], h: int, end: str = "either") -> bool:
+    """Does vertical c end on horizontal r (its top or its bottom within r's band, which a tilted line
+    widens), within r's length? Boxes are (left, top, right, bottom)."""
+    slack = JOIN * h + 2
+    if not r[0] - slack <= c[0] <= r[2] + slack:
+        return False
+    top, bottom = r[1] - slack <= c[1] <= r[3] + slack, r[1] - slack <= c[3] <= r[3] + slack
+    return top if end == "top" else bottom if end == "bottom" else top or bottom
+
+
+def cornered(r: tuple[int, int, int, int], sides: list, w: int) -> bool:
+    """Do sides stand at both ends of horizontal line r (a box's or a comb's top or bottom)?"""
+    slack = JOIN * w + 2
+    return any(abs(c[0] - r[0]) <= slack for c in sides) and any(abs(c[2] - r[2]) <= slack for c in sides)
+
+
+def joins_two(c: tuple[int, int, int, int], rows: list, h: int) -> bool:
+    """A vertical whose ends meet two horizontal lines: the side of a box."""
+    return any(meets(c, r, h, "top") for r in rows) and any(meets(c, r, h, "bottom") for r in rows)
+
+
+def open_top_sides(candidates: list, rows: list, h: int) -> list:
+    """The sides of boxes open at the top: verticals standing on one horizontal line, of nearly one
+    length (within a fifth), their tops level (a row of pen strokes is never so even), either at
+    least three of them (a comb) or two at the line's two ends (one box)."""
+    slack = JOIN * h + 2
+    on_line = [c for c in candidates if any(meets(c, r, h, "bottom") for r in rows)]
+    if len(on_line) == 2:
+        ends = [c for c in on_line if any(meets(c, r, h, "bottom") and
+                                          (abs(c[0] - r[0]) <= slack or abs(c[2] - r[2]) <= slack) for r in rows)]
+        on_line = ends if len(ends) == 2 and ends[0][0] != ends[1][0] else []
+    if len(on_line) < 2:
+        return []
+    lengths = np.array([c[3] - c[1] for c in on_line], np.float64)
+    tops = np.array([c[1] for c in on_line], np.float64)
+    typical, level = float(np.median(lengths)), float(np.median(tops))
+    even = [c for c, n, t in zip(on_line, lengths, tops, strict=True)
+            if abs(n - typical) <= 0.2 * typical and abs(t - level) <= slack]
+    return even if len(even) == len(on_line) or len(even) >= 3 else []
+
+
+def remove_structure(x: np.ndarray) -> tuple[np.ndarray, Structure | None]:
+    """The ink map without its printed lines (uint8, paper 0), and what was found (None: nothing, and
+    x itself is returned). Only a line's own thickness goes: where ink runs across a line further
+    than the line is thick (a stroke crossing it, or lying along it with a wider pen), it stays."""
+    structure = find_structure(x)
+    if structure is None:
+        return x, None
+    ink = (x > STROKE_LEVEL).astype(np.uint8)
+    gone = np.zeros(x.shape, bool)
+    for lines, other, boxes, horizontal in ((structure.across, structure.down, structure.rows, True),
+                                            (structure.down, structure.across, structure.columns, False)):
+        if not boxes:
+            continue
+        # strokes: ink running across the line further than it is thick (the other lines are no stroke)
+        reach = line_thickness(lines, boxes, horizontal) + 3
+        strokes = cv2.morphologyEx(ink & (other == 0), cv2.MORPH_OPEN,
+                                   np.ones((reach, 1) if horizontal else (1, reach), np.uint8))
+        gone |= (lines > 0) & (strokes == 0)
+    return np.where(gone, 0, x).astype(np.uint8), structure
+
+
+def line_thickness(lines: np.ndarray, boxes: list, horizontal: bool) -> int:
+    """The thickest of these lines, in pixels across them (the median over each line's length)."""
+    thickest = 1
+    for left, top, right, bottom in boxes:
+        runs = (lines[top:bottom, left:right] > 0).sum(axis=0 if horizontal else 1)
+        runs = runs[runs > 0]
+        if runs.size:
+            thickest = max(thickest, int(np.median(runs)))
+    return thickest
