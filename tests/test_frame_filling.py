@@ -8,19 +8,8 @@ import pytest
 
 from digitlab import reader
 from digitlab.reader.image import load
-from digitlab.reader.preprocess import (
-    block_size,
-    dark_ink,
-    fills_frame,
-    ink_map,
-    narrower_views,
-    prepare,
-    preprocess,
-    smooth_bitmap,
-    stroke_width,
-    thinner_view,
-    two_level,
-)
+from digitlab.reader.pipeline import fills_frame, ink_map, narrower_views, prepare, preprocess, thinner_view
+from digitlab.reader.preprocess import block_size, dark_ink, smooth_bitmap, stroke_width, two_level
 from digitlab.reader.recognize import looks_like_a_digit
 from digitlab.testing.corpus import frame_filling, ink_crop
 

@@ -115,9 +115,9 @@ def test_a_long_row_on_paper_lit_from_above_is_read_whole(mnist, model):
 def test_a_photo_whose_shadow_hides_the_digit_from_the_first_look_is_read(mnist, model):
     """A photo of a 4 whose soft shadow stays under uneven_paper's bar: read without flattening, the
     shadowed paper outshines the ink and the picture looks blank. Before calling it blank, the reader
-    looks again with the lighting flattened (preprocess.first_ink_map)."""
+    looks again with the lighting flattened (pipeline.LOOKS)."""
     from digitlab.errors import NoDigitError
-    from digitlab.reader.preprocess import ink_map
+    from digitlab.reader.pipeline import ink_map
 
     _, (x, y) = mnist
     rng = np.random.default_rng(238)  # found by searching photo renderings for this failure
@@ -132,19 +132,17 @@ def test_a_photo_whose_shadow_hides_the_digit_from_the_first_look_is_read(mnist,
 def test_a_photo_whose_lit_paper_outshines_the_ink_is_read_in_the_other_polarity(mnist, model):
     """A photo of a dark 5 with a bright patch of lit paper: the patch departs further from the paper's
     level than the ink does, so the first two looks take the patch for bright ink, flatten it away and
-    find nothing. Before calling it blank, the reader reads it in the other polarity (preprocess.looks)."""
-    from dataclasses import replace
-
+    find nothing. Before calling it blank, the reader reads it in the other polarity (pipeline.LOOKS)."""
     from digitlab.errors import NoDigitError
-    from digitlab.reader.preprocess import PreprocessConfig, ink_map
+    from digitlab.reader.pipeline import AS_IT_IS, FLATTENED, ink_map
 
     _, (x, y) = mnist
     rng = np.random.default_rng(110)  # found by searching photo renderings for this failure
     i = int(rng.integers(100))
     data, _ = render(mnist_digit(x[i], 120, rng), rng, style="photo")
-    for first_looks in (PreprocessConfig(), replace(PreprocessConfig(), flatten_always=True)):
+    for first_looks in (AS_IT_IS, FLATTENED):
         with pytest.raises(NoDigitError):
-            ink_map(data, first_looks, single=True)
+            ink_map(data, single=True, look=first_looks)
     result = reader.classify(data, model)
     assert result["status"] == "ok" and result["label"] == y[i] == 5 and result["confidence"] > 0.9
     # its box, in the photo's pixels, is the 5 (drawn 120 px high: its ink about 86), not the lit patch
@@ -231,8 +229,9 @@ def test_predict_multi_and_explain(files, model_path, capsys, tmp_path):
         assert all(d["label"] in (None, d["guess"]) and (d["label"] is None) == (d["status"] == "unsure")
                    for d in r["digits"])
         assert len(r["text"]) == len(path.stem.split("-")[1])
-    written = sorted((tmp_path / "ex").glob("*.png"))
+    written = sorted(p for p in (tmp_path / "ex").glob("*.png") if "-step-" not in p.name)
     assert len(written) == sum(len(r["digits"]) for r in records)
+    assert len(list((tmp_path / "ex").glob("000-*-step-*-page.png"))) == 1
     assert np.asarray(Image.open(written[0])).shape == (28, 28)
 
 

@@ -21,6 +21,7 @@ from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.reader.image import Loaded, load
+from digitlab.reader.pipeline import ink_map, read_page
 from digitlab.reader.preprocess import composite_alpha
 from digitlab.reader.recognize import SURE, digit_count
 
@@ -115,6 +116,7 @@ def to_record(n: int, name: str, image: Loaded | DigitlabError, result, options:
         if options.explain:
             write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
                           "" if seen else "-no-digit")
+            write_steps(Path(options.explain), n, name, image, options.multi)
     except DigitlabError as e:
         return {"file": name, "error": str(e)}
     return out
@@ -138,6 +140,21 @@ def write_explain(folder: Path, n: int, name: str, images: list, suffix: str = "
         Image.fromarray(image).save(buf, format="PNG")
         part = f"-{i}" if len(images) > 1 else ""
         atomic_write_bytes(folder / f"{n:03d}-{stem}{part}{suffix}.png", buf.getvalue())
+
+
+def write_steps(folder: Path, n: int, name: str, image: Loaded, multi: bool) -> None:
+    """What each step of the reader's pipeline made of the image (pipeline.Page.trace), as PNGs
+    NNN-name-step-K-STEP.png: the decoded grey, the page's ink, the printed lines found and the ink
+    without them, the ink read, and (one digit) the 28x28. Nothing past the step that found no digit."""
+    try:
+        trace = ink_map(image, trace=True).trace if multi else read_page(image, trace=True)[1].trace
+    except DigitlabError:
+        return
+    stem = "stdin" if name == "-" else Path(name).stem
+    for k, (step, picture) in enumerate(trace):
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, format="PNG")
+        atomic_write_bytes(folder / f"{n:03d}-{stem}-step-{k}-{step.replace(' ', '-')}.png", buf.getvalue())
 
 
 def format_line(record: dict) -> str:
@@ -332,7 +349,7 @@ def add_predict_commands(commands) -> None:
                    help="answer 'unsure' (label null, the best reading in 'guess') below this confidence, 0-1 "
                         f"(default: {SURE}, where the reader's sure answers are right 99.5%% of the time)")
     p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
-                   "(for 'no digit': the grey image the reader saw)")
+                   "(for 'no digit': the grey image the reader saw), and what each step of the reader made")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
                    "rerun the same command to resume an interrupted run")

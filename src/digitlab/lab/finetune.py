@@ -135,7 +135,7 @@ def _unfold_batchnorm(net, unfold: list, x) -> None:
 def read_examples(root: str | os.PathLike, min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images uint8 [N, 28, 28], labels [N] and file names from `root/<digit>/*`, each image through
     the reader's preprocessing. Raises DataError naming what is wrong with the folder."""
-    from digitlab.reader.preprocess import preprocess
+    from digitlab.reader.pipeline import preprocess
 
     root = Path(root)
     if not root.is_dir():

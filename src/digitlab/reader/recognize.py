@@ -26,18 +26,15 @@ import numpy as np
 from digitlab.errors import NoDigitError
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.infer import OnnxModel, bundled
+from digitlab.reader.pipeline import ink_map, narrower_views, prepare, thinner_view
 from digitlab.reader.preprocess import (
     PreprocessConfig,
     blob_stats,
-    ink_map,
     ink_mask,
-    narrower_views,
     normalize_digit,
-    prepare,
     remove_specks,
     small_copy,
     stroke_width,
-    thinner_view,
 )
 
 

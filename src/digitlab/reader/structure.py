@@ -28,12 +28,13 @@ import numpy as np
 
 LINE_SPAN = 0.6  # a free-standing line spans at least this share of the picture's width (or height)
 MIN_ASPECT = 15.0  # ... and is at least this many times longer than thick
+SIDE_ASPECT = 6.0  # a box's side, shorter, at least this many times (it must also meet the box's top and bottom)
 THIN = 0.06  # ... and at most this share of the picture's short side thick
 TILT = 3  # rows (columns) a horizontal (vertical) line may drift over its length: about 1 degree over 170 px
 INK_LEVEL = 16  # ink-map level (of 255) above which a pixel counts as ink for the cheap test
 STROKE_LEVEL = 40  # ink above this (of 255) is what a stroke crossing a line is measured in
 RIDGE = 12  # a line's pixels are at least this much brighter (of 255) than the ink map beside them
-JOIN = 0.04  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
+JOIN = 0.02  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
 BOX_SIDE = 0.2  # the top or bottom of a box is at least this share of the picture's width
 COMB_SIDE = 0.15  # the sides of a box open at the top are at least this share of the picture's height
 
@@ -108,7 +109,7 @@ def straight_runs(m: np.ndarray, length: int, horizontal: bool) -> np.ndarray:
     """Pixels of m on straight runs at least `length` long (the shape a printed line has), tolerant of
     TILT px of drift and of the gaps of a dashed or dotted line."""
     h, w = m.shape
-    gap = max(4, (w if horizontal else h) // 30)
+    gap = max(5, (w if horizontal else h) // 15)
     across, along = ((1, TILT), (gap, 1)) if horizontal else ((TILT, 1), (1, gap))
     joined = cv2.morphologyEx(cv2.dilate(m, np.ones(across[::-1], np.uint8)), cv2.MORPH_CLOSE,
                               np.ones(along[::-1], np.uint8))
@@ -116,21 +117,21 @@ def straight_runs(m: np.ndarray, length: int, horizontal: bool) -> np.ndarray:
     return cv2.morphologyEx(joined, cv2.MORPH_OPEN, kernel) & cv2.dilate(m, np.ones((3, 3), np.uint8))
 
 
-def line_boxes(runs: np.ndarray, m: np.ndarray, horizontal: bool, min_length: float,
-               max_thick: float) -> list[tuple[int, int, int, int]]:
-    """(left, top, right, bottom) of the thin, long blobs of `runs`. A blob's thickness is the median,
-    along it, of its ridge pixels (m) across it: a stroke touching the line in one place, or a
-    crossing, does not make the line thick."""
+def line_boxes(runs: np.ndarray, m: np.ndarray, horizontal: bool, min_length: float, max_thick: float,
+               min_aspect: float = MIN_ASPECT) -> dict[tuple[int, int, int, int], float]:
+    """{(left, top, right, bottom): thickness} of the thin, long blobs of `runs`. A blob's thickness is
+    the median, along it, of its own ridge pixels (m) across it: a stroke touching the line in one
+    place, or a crossing, does not make the line thick."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
-    found = []
+    found = {}
     for i, (left, top, w, h, _) in enumerate(stats[1:n], start=1):
         length = w if horizontal else h
         if length < min_length:
             continue
         own = (labels[top:top + h, left:left + w] == i) & (m[top:top + h, left:left + w] > 0)
         thick = float(np.median(own.sum(axis=0 if horizontal else 1)))
-        if thick <= max_thick and length >= MIN_ASPECT * thick:
-            found.append((int(left), int(top), int(left + w), int(top + h)))
+        if thick <= max_thick and length >= min_aspect * thick:
+            found[(int(left), int(top), int(left + w), int(top + h))] = thick
     return found
 
 
@@ -144,30 +145,57 @@ def find_structure(x: np.ndarray) -> Structure | None:
     # where two lines cross, each is a wide blob across the other's direction, which the top-hat
     # takes out of it: so both directions' ridges together are what a line must run straight through
     thin = ridges(x, True, width) | ridges(x, False, width)
+    # candidates: a box's sides and top may be short; only where they frame a box do they count
     shortest = max(8, int(BOX_SIDE * w))
-    wide = line_boxes(straight_runs(thin, shortest, True), thin, True, shortest, max_thick)
+    wide = line_boxes(straight_runs(thin, shortest, True), thin, True, shortest, max_thick, SIDE_ASPECT)
     shortest = max(8, int(COMB_SIDE * h))
-    tall = line_boxes(straight_runs(thin, shortest, False), thin, False, shortest, max_thick)
-    # a box's sides meet its top and bottom, and its corners end them; a box open at the top stands on
-    # its bottom line. A line across the whole picture (ruled or squared paper) frames no box, so the
-    # part of a stroke between two ruled lines is never taken for a box's side.
+    tall = line_boxes(straight_runs(thin, shortest, False), thin, False, shortest, max_thick, SIDE_ASPECT)
+    # A box's sides meet its top and bottom, whose ends are its outer sides' (its corners), all drawn
+    # with one pen; a box open at the top stands on its bottom line. A line across the whole picture
+    # (ruled or squared paper) frames no box: the part of a stroke between two ruled lines is no side.
+    thick = wide | tall
     edge = 0.005 * w + 3
     framing = [r for r in wide if r[0] > edge or r[2] < w - edge]
-    sides = [c for c in tall if joins_two(c, framing, h)]
-    sides += open_top_sides([c for c in tall if c not in sides], framing, h)
-    sides = [c for c in sides if any(meets(c, r, h) and cornered(r, sides, w) for r in framing)]
+    closed = [c for c in tall if joins_two(c, framing, h)]
+    open_top = open_top_sides([c for c in tall if c not in closed], framing, h)
+    edges = [r for r in framing if cornered(r, closed + open_top, w)]
+    corner = JOIN * w + 2
+    pen = [r for r in edges if all(same_pen(thick[c], thick[r]) for c in closed + open_top
+                                   if meets(c, r, h) and min(abs(c[0] - r[0]), abs(c[2] - r[2])) <= corner)]
+    sides = [c for c in closed if joins_two(c, pen, h)] + [c for c in open_top if any(meets(c, r, h) for r in pen)]
     sides = hidden_sides(sides, thin, h)
-    columns = sorted(sides + [c for c in tall if c not in sides and free_standing(c, h)])
-    rows = [r for r in wide if r[2] - r[0] >= LINE_SPAN * w or any(meets(c, r, h) for c in sides)]
+    grid = [c for c in tall if c not in sides and free_standing(c, h) and c[3] - c[1] >= MIN_ASPECT * thick[c]]
+    columns = sorted(sides + complete_grid(grid, thin, False))
+    ruled = [r for r in wide if r not in edges and r[2] - r[0] >= max(LINE_SPAN * w, MIN_ASPECT * thick[r])]
+    rows = [r for r in wide if (r in edges and any(meets(c, r, h) for c in sides))
+            or (r[2] - r[0] >= MIN_ASPECT * thick[r] and underline(r, thick[r], x) and r not in ruled)]
+    rows += complete_grid(ruled, thin, True)
     if not rows and not columns:
         return None
     masks = []
-    for boxes in (rows, columns):
+    for boxes, horizontal in ((rows, True), (columns, False)):
         lines = np.zeros((h, w), np.uint8)
-        for left, top, right, bottom in boxes:  # the line's own pixels, not a tilted line's whole box
-            lines[top:bottom, left:right] |= thin[top:bottom, left:right]
+        for box in boxes:
+            line_pixels(lines, thin, box, thick.get(box, 3.0), horizontal)
         masks.append(cv2.dilate(lines * 255, np.ones((3, 3), np.uint8)))  # and their soft edge
     return Structure(*masks, sorted(rows, key=lambda r: r[1]), columns)
+
+
+def line_pixels(out: np.ndarray, thin: np.ndarray, box: tuple[int, int, int, int], thick: float,
+                horizontal: bool) -> None:
+    """Mark in `out` a line's own ridge pixels: those within its thickness of the straight line fitted
+    through its box's ridge pixels. The box of a tilted line, or of one a stroke touches, holds more
+    than the line, and a stroke's edge inside it is no line."""
+    left, top, right, bottom = box
+    ys, xs = np.nonzero(thin[top:bottom, left:right])
+    if len(xs) < 2:
+        return
+    along, across = (xs, ys) if horizontal else (ys, xs)
+    if np.ptp(along) == 0:
+        return
+    slope, offset = np.polyfit(along.astype(np.float64), across.astype(np.float64), 1)
+    on = np.abs(across - (slope * along + offset)) <= thick / 2 + 1.5
+    out[top + ys[on], left + xs[on]] = 1
 
 
 def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
@@ -191,6 +219,52 @@ def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
             at = at[np.abs(at - best) <= 3]
             found.append((lo + int(at.min()), top, lo + int(at.max()) + 1, bottom))
     return sorted(found)
+
+
+def same_pen(a: float, b: float) -> bool:
+    """Two lines of one printed frame are about as thick (a pen stroke is thicker than a box's line)."""
+    return a <= 1.5 * b + 1 and b <= 1.5 * a + 1
+
+
+def underline(r: tuple[int, int, int, int], thick: float, x: np.ndarray) -> bool:
+    """A thin horizontal line reaching past the handwriting above it on both sides: a printed line
+    the digits were written on. A digit's own base (a 2's) ends where the digit does."""
+    left, top, right, bottom = r
+    above = x[:top].max(axis=0) > 0 if top > 0 else np.zeros(x.shape[1], bool)
+    cols = np.flatnonzero(above)
+    if not cols.size:
+        return False
+    reach = 2 * thick + 2
+    return left <= cols[0] - reach and right >= cols[-1] + reach
+
+
+def complete_grid(lines: list, thin: np.ndarray, horizontal: bool) -> list:
+    """Ruled or squared paper's lines across the picture, with those a digit written over hid from
+    `line_boxes` found where the others' even spacing says they are: the row (column) of most ridge
+    pixels within a sixth of the spacing of that place, when it runs most of the picture across."""
+    if len(lines) < 2:
+        return list(lines)
+    axis = 1 if horizontal else 0  # the coordinate across the lines: y of a horizontal line
+    centres = np.sort([(b[axis] + b[axis + 2]) / 2 for b in lines])
+    gaps = np.diff(centres)
+    spacing = float(gaps.min())
+    if spacing < 4 or np.any(np.abs(gaps / spacing - np.round(gaps / spacing)) > 0.2):
+        return list(lines)  # not evenly spaced: no grid to complete
+    counts = thin.sum(axis=1 if horizontal else 0)  # ridge pixels along each row (column)
+    extent = thin.shape[1 if horizontal else 0]
+    found = list(lines)
+    start = centres[0] - spacing * np.floor(centres[0] / spacing)
+    for at in np.arange(start, thin.shape[0 if horizontal else 1], spacing):
+        if np.min(np.abs(centres - at)) <= spacing / 5:
+            continue
+        lo, hi = max(0, int(at - spacing / 6)), min(len(counts), int(at + spacing / 6) + 1)
+        if hi <= lo or counts[lo:hi].max() < 0.5 * extent:
+            continue
+        best = lo + int(np.argmax(counts[lo:hi]))
+        band = [i for i in range(max(lo, best - 3), min(hi, best + 4)) if counts[i] >= 0.5 * counts[best]]
+        a, b = min(band), max(band) + 1
+        found.append((0, a, extent, b) if horizontal else (a, 0, b, extent))
+    return found
 
 
 def free_standing(c: tuple[int, int, int, int], h: int) -> bool:
@@ -252,20 +326,18 @@ def remove_structure(x: np.ndarray) -> tuple[np.ndarray, Structure | None]:
                                             (structure.down, structure.across, structure.columns, False)):
         if not boxes:
             continue
-        # strokes: ink running across the line further than it is thick (the other lines are no stroke)
-        reach = line_thickness(lines, boxes, horizontal) + 3
+        # strokes: ink running across the line further than the line's own ink is thick (the other
+        # lines are no stroke)
+        reach = max(ink_thickness(ink & (lines > 0), box, horizontal) for box in boxes) + 2
         strokes = cv2.morphologyEx(ink & (other == 0), cv2.MORPH_OPEN,
                                    np.ones((reach, 1) if horizontal else (1, reach), np.uint8))
         gone |= (lines > 0) & (strokes == 0)
     return np.where(gone, 0, x).astype(np.uint8), structure
 
 
-def line_thickness(lines: np.ndarray, boxes: list, horizontal: bool) -> int:
-    """The thickest of these lines, in pixels across them (the median over each line's length)."""
-    thickest = 1
-    for left, top, right, bottom in boxes:
-        runs = (lines[top:bottom, left:right] > 0).sum(axis=0 if horizontal else 1)
-        runs = runs[runs > 0]
-        if runs.size:
-            thickest = max(thickest, int(np.median(runs)))
-    return thickest
+def ink_thickness(ink: np.ndarray, box: tuple[int, int, int, int], horizontal: bool) -> int:
+    """How thick a line's ink is: the median, along its box, of its ink pixels across it."""
+    left, top, right, bottom = box
+    runs = ink[max(0, top - 2):bottom + 2, max(0, left - 2):right + 2].sum(axis=0 if horizontal else 1)
+    runs = runs[runs > 0]
+    return int(np.median(runs)) if runs.size else 1
