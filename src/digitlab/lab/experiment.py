@@ -100,6 +100,10 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
                                                         "limit": limit}}
     if model.normalization:
         run["normalization"] = model.normalization
+    if getattr(model.config, "realistic_views", 0):  # it trained on what the reader's pipeline made
+        from digitlab.reader.pipeline import PIPELINE_VERSION
+
+        run["pipeline_version"] = PIPELINE_VERSION
     if command:
         run["command"] = command
     if from_model is not None:

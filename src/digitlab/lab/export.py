@@ -177,4 +177,5 @@ def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: b
         architecture=str(model.net), n_parameters=model.n_parameters(), config=dict(run["config"]),
         train_time_s=metrics.get("train_time_s"), pytorch_test_accuracy=metrics.get("test_accuracy"),
         exported=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        **({"pipeline_version": run["pipeline_version"]} if run.get("pipeline_version") else {}),
         environment=f"torch {torch.__version__}, Python {platform.python_version()}")
