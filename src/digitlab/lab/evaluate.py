@@ -86,13 +86,25 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray,
     start = time.perf_counter()
     chunks, bar = [], Progress(f"predicting {len(images):,} images", total=len(images))
     for i in range(0, len(images), 2000):
-        chunks.append(model.predict_proba(images[i:i + 2000]))
+        chunks.append(class_proba(model, images[i:i + 2000], len(classes)))
         bar.update(min(i + 2000, len(images)))
     bar.close()
-    proba = np.concatenate(chunks) if chunks else model.predict_proba(images)
+    proba = np.concatenate(chunks) if chunks else class_proba(model, images, len(classes))
     seconds = time.perf_counter() - start
     speed = {"predict_seconds": seconds, "images_per_second": len(images) / seconds if seconds > 0 else float("inf")}
     return interpret(proba, labels, classes), speed
+
+
+def class_proba(model, images: np.ndarray, n_classes: int) -> np.ndarray:
+    """The model's probabilities with one column per class of the dataset: a classical model has
+    columns for the labels it saw in fit only (`classes_`, as in scikit-learn), e.g. after --limit."""
+    proba = model.predict_proba(images)
+    classes = getattr(model, "classes_", None)
+    if classes is None or proba.shape[1] == n_classes:
+        return proba
+    full = np.zeros((len(proba), n_classes), np.float32)
+    full[:, np.asarray(classes, dtype=np.int64)] = proba
+    return full
 
 
 def overfitting(history: list[dict], tolerance: float = 0.02) -> dict:

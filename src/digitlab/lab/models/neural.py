@@ -30,7 +30,7 @@ from digitlab.lab.train import (
     to_tensor,
 )
 
-from .base import Classifier
+from .base import Classifier, as_images
 
 
 @dataclass
@@ -73,6 +73,7 @@ class NeuralClassifier(Classifier):
 
     def fit(self, x, y, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()) -> NeuralClassifier:
         """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit."""
+        x = as_images(x)
         if self.config.lr <= 0:
             self.find_lr(to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         if self.config.realistic_views:  # the originals plus their renderings: [views, N, 28, 28]
@@ -88,14 +89,14 @@ class NeuralClassifier(Classifier):
         if self.learner is None:
             self.learner = Learner(self.net, self.config, device=self.device)
             self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
-        xv = to_tensor(x_val) if x_val is not None else None
+        xv = to_tensor(as_images(x_val)) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
         # The learner's config holds the precision actually used (and a resumed run's new length).
         self.config = self.learner.config
         self.learner.callbacks = list(callbacks)
         self.learner.teachers = self.load_teachers()
         self.learner.fit(xt, yt, xv, yv)
-        self.net, self.history = self.learner.net, list(self.learner.history)
+        self.net, self.history_ = self.learner.net, list(self.learner.history)
         return self
 
     def load_teachers(self) -> list[nn.Module]:
@@ -128,15 +129,15 @@ class NeuralClassifier(Classifier):
                   ) -> NeuralClassifier:
         """fastai's fine_tune (train.fine_tune) on this family's layer groups. `lr` is the head's peak
         LR in the frozen phase; None takes the family's, 0 asks the LR finder on the frozen model."""
-        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
-        xv = to_tensor(x_val) if x_val is not None else None
+        xt, yt = to_tensor(as_images(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        xv = to_tensor(as_images(x_val)) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
         lr = self.config.lr if lr is None else lr
         if lr <= 0:
             lr = self.find_lr_frozen(xt, yt)
         history = fine_tune(self.net, self.layer_groups(), xt, yt, self.config, epochs, freeze_epochs, lr,
                             lr_div, callbacks, xv, yv, self.device)
-        self.history = list(self.history) + history
+        self.history_ = list(self.history) + history
         self.net.eval()
         return self
 
@@ -171,7 +172,7 @@ class NeuralClassifier(Classifier):
         self.net = self.build()  # its weights come from the checkpoint
         self.learner = Learner(self.net, self.config, device=self.device)
         meta = load_checkpoint(self.learner, directory)
-        self.history = list(self.learner.history)
+        self.history_ = list(self.learner.history)
         return meta
 
     def extend(self, epochs: int) -> str:
@@ -184,8 +185,13 @@ class NeuralClassifier(Classifier):
     def train_time(self) -> float:
         return self.learner.train_time if self.learner else 0.0
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels of the network's outputs: the ten digits, as every dataset digitlab reads has."""
+        return np.arange(10)
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = predict_logits(self.net, to_tensor(x))
+        logits = predict_logits(self.net, to_tensor(as_images(x)))
         return torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
 
     def n_parameters(self) -> int:
