@@ -16,6 +16,7 @@ import numpy as np
 
 from digitlab.cli import lab_commands, read_commands
 from digitlab.errors import DigitlabError
+from digitlab.extras import missing_extra
 
 
 # ---------------------------------------------------------------------------- data
@@ -107,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_words(args: argparse.Namespace) -> str:
+    """The command as the user named it, for messages: "train cnn", "report", "feedback export"."""
+    words = [args.command, getattr(args, "data_command", None) or getattr(args, "feedback_command", None),
+             getattr(args, "model", None) if args.command in ("train", "lr-find") else None]
+    return " ".join(w for w in words if w)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -116,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # an optional extra's module: say which extra, in one line
+        missing = missing_extra(e, command_words(args))
+        if missing is None:
+            raise
+        print(f"digitlab: error: {missing}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # stdout's reader left (`digitlab predict DIR | head`): stop quietly, like any Unix filter.

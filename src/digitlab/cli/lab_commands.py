@@ -16,6 +16,7 @@ from pathlib import Path
 
 from digitlab import card as model_card
 from digitlab.errors import ModelError
+from digitlab.extras import require
 from digitlab.files import atomic_write_json, read_json
 
 BUNDLED = "bundled"  # the word that names the model shipped with digitlab
@@ -39,6 +40,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _require_family(f"train {args.model}", args.model)
     from digitlab.lab.experiment import parse_setting, train_run
 
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
@@ -58,6 +60,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_family(what: str, family: str) -> None:
+    """Fails at once when the family's extra is missing: importing the family raises for torch (neural
+    families) or scikit-learn (the rest); safetensors would only be imported to save the model."""
+    from digitlab.lab import models
+
+    if family in models.FAMILIES:  # an unknown name gets its error, with the list, from train_run
+        neural = models.family_class(family).trains_in_epochs
+        require(what, "sklearn")  # every family: the lab's models are scikit-learn estimators
+        if neural:
+            require(what, "safetensors")
+
+
 def _from_model(args: argparse.Namespace) -> dict:
     """train --from: start from a trained model's body and fine-tune (experiment.train_run)."""
     if not args.from_model:
@@ -66,6 +80,8 @@ def _from_model(args: argparse.Namespace) -> dict:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    _require_family(f"lr-find {args.model}", args.model)
+    require("lr-find", "matplotlib")
     from digitlab.lab.experiment import find_lr
     from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
 
@@ -116,6 +132,8 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.model_dir != BUNDLED and not args.model_dir.endswith(".onnx"):  # an ONNX model needs no lab extra
+        require("evaluate", "sklearn")
     from digitlab.lab.evaluate import evaluate_directory, summary_text
 
     result = evaluate_directory(_model_path(args.model_dir), args.dataset, args.data_dir)
@@ -133,6 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    require("report", "matplotlib")  # the plots come after evaluating every model: fail before
     from digitlab.lab.report import write_report
 
     targets = [_model_path(d) for d in args.model_dirs]
@@ -142,6 +161,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    require("benchmark", "sklearn")
     from digitlab.lab.benchmark import run_benchmark
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -181,6 +201,7 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
 
 # ---------------------------------------------------------------------------- own model: export
 def cmd_export(args: argparse.Namespace) -> int:
+    require("export", "torch", "safetensors", "onnx", "onnxscript")
     from digitlab.lab.export import export
 
     path = export_bundle(args) if args.bundle else export(args.model_dir, out=args.out, quantize=args.quantize)
@@ -225,6 +246,7 @@ def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- finetune
 def cmd_finetune(args: argparse.Namespace) -> int:
+    require("finetune", "torch", "safetensors", "onnx", "onnxscript")
     from digitlab.lab.finetune import FinetuneConfig, finetune
 
     out = args.out or f"runs/finetuned-{Path(args.images).resolve().name}"

@@ -19,6 +19,7 @@ from PIL import Image
 
 from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
+from digitlab.extras import require
 from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.preprocess import composite_alpha
@@ -342,10 +343,8 @@ def add_predict_commands(commands) -> None:
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     # FastAPI and uvicorn are the `serve` extra: imported here so `digitlab predict` never needs them
-    try:
-        from digitlab.serve import ServeConfig, run
-    except ImportError as e:
-        raise DigitlabError(f"the service needs the serve extra: pip install 'digitlab[serve]' ({e})") from None
+    require("serve", "fastapi", "uvicorn", "python_multipart")
+    from digitlab.serve import ServeConfig, run
 
     for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
                  "header_timeout"):
