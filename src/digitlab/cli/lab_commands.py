@@ -1,8 +1,9 @@
 """The lab's commands: train, lr-find, evaluate, report, benchmark, export.
 
-Building their parsers imports nothing from the lab: each command imports what it needs when it runs,
-so that `digitlab predict` (and the parser every command builds) starts without the lab's modules
-(digitlab.lab.* pulls in the data registry, sklearn and torch helpers).
+Building their parsers imports only the lab's table of family names (digitlab.lab.models, which
+imports no model): each command imports what it needs when it runs, so that `digitlab predict` (and
+the parser every command builds) starts without torch, scikit-learn or the data registry, and a
+missing extra is named before any work starts (digitlab.extras).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from digitlab import card as model_card
 from digitlab.errors import ModelError
 from digitlab.extras import require
 from digitlab.files import atomic_write_json, read_json
+from digitlab.lab.models import FAMILIES  # names only: no model, torch or scikit-learn is imported
 
 BUNDLED = "bundled"  # the word that names the model shipped with digitlab
 
@@ -96,10 +98,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False, parents=[data_dir])
-    common.add_argument("model", help="model family, e.g. knn, mlp, cnn, resnet34, fast, best, ensemble "
-                        "(an unknown name gets the full list)")
-    common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
-    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("model", help="model family, one of: " + ", ".join(FAMILIES))
+    common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list)")
+    common.add_argument("--seed", type=int, default=0,
+                        help="seeds the validation hold-out, the initial weights and the batch order")
     common.add_argument("--batch-size", type=int, help="default: the family's")
     common.add_argument("--device", help="where a neural family trains: cpu (default), cuda, cuda:1, ...")
     common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a "
@@ -111,17 +113,20 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
     p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")
     p.add_argument("--epochs", type=int, help="default: the family's")
-    p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first")
-    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn, best)")
+    p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first (default: the family's)")
+    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn, best; default: the family's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any setting of the family, e.g. --set widths=24,48,96 --set optimizer=sgd (repeatable)")
+                   help="any setting of the family, e.g. --set widths=24,48,96 --set optimizer=sgd (repeatable; "
+                        "default: the family's settings)")
     p.add_argument("--no-holdout", action="store_true",
                    help="train on the whole training split (a final model): no validation images held out")
-    p.add_argument("--limit", type=int, help="train on the first N training images only (smoke tests)")
+    p.add_argument("--limit", type=int, help="train on the first N training images only, for smoke tests "
+                   "(default: all of them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint at the next epoch")
     p.add_argument("--from", dest="from_model", metavar="MODEL_DIR",
                    help="start from this trained model's body (same family, any dataset) and fine-tune: "
-                        "the new head first with the body frozen, then all layers with lower LRs early")
+                        "the new head first with the body frozen, then all layers with lower LRs early "
+                        "(default: start from random weights)")
     p.add_argument("--freeze-epochs", type=int, default=1, help="with --from: head-only epochs first (default 1)")
     p.set_defaults(func=cmd_train)
 
@@ -186,15 +191,15 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p = commands.add_parser("report", parents=[data_dir], help="one self-contained HTML report of models")
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help='model folders, .onnx files or "bundled"')
     p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
-    p.add_argument("--out", default="report.html")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
     p.set_defaults(func=cmd_report)
     p = commands.add_parser("benchmark", parents=[data_dir], help="train, evaluate and compare model families")
     p.add_argument("--models", default="knn,mlp-sklearn,mlp,cnn,resnet34", help="comma-separated families")
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list)")
     p.add_argument("--out", default="benchmark", help="folder for the models, benchmark.json and benchmark.md")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N training images only (the test split is always whole)")
+                   help="train on the first N training images only (default: all; the test split is always whole)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
     p.set_defaults(func=cmd_benchmark)
 
@@ -236,7 +241,8 @@ def export_bundle(args: argparse.Namespace) -> Path:
 def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("export", help="export a trained neural model to ONNX with its model card")
     p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
-    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
+    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images "
+                   "(default: none, float32)")
     p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
     p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab "
                    "(refused if less accurate than the shipped one)")
@@ -277,7 +283,7 @@ def add_finetune_command(commands, data_dir: argparse.ArgumentParser) -> None:
                         "every layer; head: the head only")
     p.add_argument("--rehearsal", type=int, default=3000, help="MNIST training images mixed in (default 3000)")
     p.add_argument("--min-per-class", type=int, default=1, help="fewest examples of each digit accepted")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the rehearsal images drawn and the batch order")
     p.set_defaults(func=cmd_finetune)
 
 

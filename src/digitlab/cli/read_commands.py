@@ -315,6 +315,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         stream.close()  # stops the worker processes now, not whenever the generator is collected
         if bar is not None:
             bar.close()
+    if args.explain:
+        print(f"digitlab: --explain: the images the model saw are in {args.explain}/ "
+              f"(NNN-<input name>.png)", file=sys.stderr)
     if results:
         results.finish([name for name, _ in inputs])
         print(f"digitlab: {args.out}: {len(inputs):,} inputs answered ({len(tasks):,} now, "
@@ -328,12 +331,12 @@ def add_predict_commands(commands) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--multi", action="store_true", help="read a row of digits as one number")
     p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
-                   help="abstain (label null / '?') below this confidence, 0-1")
-    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
-                   "(for 'no digit': the grey image the reader saw)")
+                   help="abstain (label null / '?') below this confidence, 0-1 (default: 0, always answer)")
+    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw into DIR "
+                   "(for 'no digit': the grey image the reader saw); default: none written")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
-                   "rerun the same command to resume an interrupted run")
+                   "rerun the same command to resume an interrupted run (default: stdout)")
     p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
@@ -382,7 +385,7 @@ def add_serve_commands(commands) -> None:
 
     d = ServeConfig()
     p = commands.add_parser("serve", help="REST API and web drawing pad (FastAPI on uvicorn)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
@@ -397,14 +400,16 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
                    "~/.local/share/digitlab/feedback.sqlite3)")
     p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
-    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (without: loopback clients only)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (default: none; loopback clients only)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
 
     fb = commands.add_parser("feedback", help="corrections collected by the service")
     fb_cmds = fb.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
     p = fb_cmds.add_parser("export", help="write the corrections as a labelled image folder DIR/<label>/*.png")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="folder to write into (created if missing); "
+                   "`digitlab finetune MODEL --images DIR` reads it")
     p.add_argument("--db", help="the SQLite file (default: as for serve)")
     p.set_defaults(func=cmd_feedback_export)
 
