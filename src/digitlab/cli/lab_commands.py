@@ -35,7 +35,19 @@ def _model_path(name: str):
 
 # ---------------------------------------------------------------------------- train
 def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:  # the caller's choice, for this process: the lab never sets it behind your back
+    """--threads, for this process: torch's intra-op threads and every BLAS and OpenMP pool loaded
+    (OpenBLAS under numpy and scikit-learn). The caller's choice: the lab never sets it behind your back.
+
+    On a busy 2-core machine two OpenBLAS threads fight the other processes for the cores: an
+    mlp-sklearn epoch took 4x as long with 2 threads as with 1 (BENCHMARKS.md, "Current figures")."""
+    if not args.threads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    # The pools loaded by now: numpy's and scipy's OpenBLAS, scikit-learn's OpenMP, and torch's when
+    # the family is a neural one (_require_family imported it; the classical families never do).
+    threadpool_limits(args.threads)
+    if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -104,8 +116,8 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
                         help="seeds the validation hold-out, the initial weights and the batch order")
     common.add_argument("--batch-size", type=int, help="default: the family's")
     common.add_argument("--device", help="where a neural family trains: cpu (default), cuda, cuda:1, ...")
-    common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a "
-                        "busy machine)")
+    common.add_argument("--threads", type=int, help="CPU threads for torch and for BLAS (numpy, scikit-learn) "
+                        "(default: one per core; 1 is fastest on a busy machine)")
     common.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                         help="auto (default): bf16 autocast where the CPU/GPU computes bf16 natively "
                              "(AVX-512 BF16, AMX), float32 elsewhere")
@@ -170,6 +182,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from digitlab.lab.benchmark import run_benchmark
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.threads:
+        from digitlab.lab import models
+
+        for name in names:  # imports torch for a neural family, so that --threads reaches its pool too
+            if name in models.FAMILIES:
+                models.family_class(name)
+        _set_threads(args)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
                            log=lambda line: print(line, file=sys.stderr))
@@ -201,6 +220,8 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N training images only (default: all; the test split is always whole)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and for BLAS (numpy, scikit-learn) "
+                   "(default: one per core; 1 is fastest on a busy machine)")
     p.set_defaults(func=cmd_benchmark)
 
 
