@@ -19,18 +19,7 @@ from digitlab import card as model_card
 from digitlab.errors import ModelError
 from digitlab.extras import require
 from digitlab.files import atomic_write_json, read_json
-from digitlab.lab.models import FAMILIES  # names only: no model, torch or scikit-learn is imported
-
-BUNDLED = "bundled"  # the word that names the model shipped with digitlab
-
-
-def _model_path(name: str):
-    """ "bundled" -> the bundled ONNX file, else the name as given."""
-    if name != BUNDLED:
-        return name
-    from digitlab.reader.infer import BUNDLED as path
-
-    return path
+from digitlab.lab.models import BUNDLED, FAMILIES, resolve  # no model, torch or scikit-learn is imported
 
 
 # ---------------------------------------------------------------------------- train
@@ -97,7 +86,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     _require_family(f"lr-find {args.model}", args.model)
     require("lr-find", "matplotlib")
     from digitlab.lab.experiment import find_lr
-    from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
+    from digitlab.lab.lr_finder import save_lr_plot  # imports torch: only when this command runs
 
     _set_threads(args)
     result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
@@ -153,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         require("evaluate", "sklearn")
     from digitlab.lab.evaluate import evaluate_directory, summary_text
 
-    result = evaluate_directory(_model_path(args.model_dir), args.dataset, args.data_dir)
+    result = evaluate_directory(resolve(args.model_dir), args.dataset, args.data_dir)
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
@@ -171,7 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     require("report", "matplotlib")  # the plots come after evaluating every model: fail before
     from digitlab.lab.report import write_report
 
-    targets = [_model_path(d) for d in args.model_dirs]
+    targets = [resolve(d) for d in args.model_dirs]
     path = write_report(targets, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0

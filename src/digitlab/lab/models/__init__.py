@@ -52,6 +52,19 @@ def create(name: str, **overrides) -> Classifier:
     return family_class(name)(**overrides)
 
 
+BUNDLED = "bundled"  # the word that names the model shipped with digitlab
+
+
+def resolve(spec: str | os.PathLike) -> Path:
+    """Where a model named on the command line is: "bundled" is the ONNX file shipped with digitlab;
+    anything else is a path (a model directory or an .onnx file), as given."""
+    if str(spec) == BUNDLED:
+        from digitlab.reader.infer import BUNDLED as shipped
+
+        return shipped
+    return Path(spec)
+
+
 def load(directory: str | os.PathLike) -> Classifier:
     """A trained model from its directory (config.json tells the family)."""
     from .base import read_model_config
