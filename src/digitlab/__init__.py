@@ -1,6 +1,6 @@
 """digitlab: recognize handwritten digits, and train and compare the models that do it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def classify(image, model=None, min_confidence: float | None = None) -> dict:

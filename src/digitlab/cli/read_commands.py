@@ -19,6 +19,7 @@ from PIL import Image
 
 from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
+from digitlab.extras import require
 from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.pipeline import ink_map, read_page
@@ -333,6 +334,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         stream.close()  # stops the worker processes now, not whenever the generator is collected
         if bar is not None:
             bar.close()
+    if args.explain:
+        print(f"digitlab: --explain: the images the model saw, and each step's, are in {args.explain}/ "
+              f"(NNN-<input name>.png)", file=sys.stderr)
     if results:
         results.finish([name for name, _ in inputs])
         print(f"digitlab: {args.out}: {len(inputs):,} inputs answered ({len(tasks):,} now, "
@@ -348,11 +352,12 @@ def add_predict_commands(commands) -> None:
     p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
                    help="answer 'unsure' (label null, the best reading in 'guess') below this confidence, 0-1 "
                         f"(default: {SURE}, where the reader's sure answers are right 99.5%% of the time)")
-    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
-                   "(for 'no digit': the grey image the reader saw), and what each step of the reader made")
+    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw into DIR "
+                   "(for 'no digit': the grey image the reader saw), and what each step of the reader made "
+                   "(NNN-name-step-K-STEP.png); default: none written")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
-                   "rerun the same command to resume an interrupted run")
+                   "rerun the same command to resume an interrupted run (default: stdout)")
     p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
@@ -362,10 +367,8 @@ def add_predict_commands(commands) -> None:
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     # FastAPI and uvicorn are the `serve` extra: imported here so `digitlab predict` never needs them
-    try:
-        from digitlab.serve import ServeConfig, run
-    except ImportError as e:
-        raise DigitlabError(f"the service needs the serve extra: pip install 'digitlab[serve]' ({e})") from None
+    require("serve", "fastapi", "uvicorn", "python_multipart")
+    from digitlab.serve import ServeConfig, run
 
     for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
                  "header_timeout"):
@@ -403,7 +406,7 @@ def add_serve_commands(commands) -> None:
 
     d = ServeConfig()
     p = commands.add_parser("serve", help="REST API and web drawing pad (FastAPI on uvicorn)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
@@ -418,14 +421,16 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
                    "~/.local/share/digitlab/feedback.sqlite3)")
     p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
-    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (without: loopback clients only)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (default: none; loopback clients only)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
 
     fb = commands.add_parser("feedback", help="corrections collected by the service")
     fb_cmds = fb.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
     p = fb_cmds.add_parser("export", help="write the corrections as a labelled image folder DIR/<label>/*.png")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="folder to write into (created if missing); "
+                   "`digitlab finetune MODEL --images DIR` reads it")
     p.add_argument("--db", help="the SQLite file (default: as for serve)")
     p.set_defaults(func=cmd_feedback_export)
 

@@ -10,6 +10,7 @@ dataset's test split with the exported file itself, through onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -53,6 +54,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
     bar.update(0, "tracing to ONNX")
     onnx_bytes = to_onnx(model.net)
     if quantize:
+        from .loop import normalize
+
         bar.update(1, "quantizing to int8")
         train_images, _ = load(run["dataset"], "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
@@ -101,15 +104,11 @@ def held_out(run: dict, config) -> tuple[np.ndarray, np.ndarray] | None:
 
 def read_run(model_dir: Path) -> dict:
     """The record of the run that made the model (config.json; older folders lack some fields)."""
-    from .train import MNIST_MEAN, MNIST_STD
+    from .loop import MNIST_MEAN, MNIST_STD
 
     run = read_json(model_dir / "config.json")
     return {"dataset": "mnist", "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
             "seed": run["config"].get("seed", 0), **run}
-
-
-def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-    return ((images.astype(np.float32) / 255.0 - mean) / std)[:, None]
 
 
 def to_onnx(net) -> bytes:
@@ -117,9 +116,13 @@ def to_onnx(net) -> bytes:
     import torch
 
     net = net.eval().float().to(memory_format=torch.contiguous_format)
-    # torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts on
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    # torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts on.
+    # The logger's level is put back afterwards: the caller's logging is the caller's.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    with contextlib.ExitStack() as restore, warnings.catch_warnings():
+        restore.callback(logger.setLevel, level)
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
