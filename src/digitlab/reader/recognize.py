@@ -71,8 +71,9 @@ class Segmentation:
 
 
 SEGMENTATION = Segmentation()
-# A blob the rest of the row says is one digit wide: the session-3 reader's settings (fewer, supple,
-# top-down cuts; every digit costs 1.5, so a cut must buy a lot of confidence): single digits stay whole.
+# A blob the rest of the row says is one digit wide: the row reader's settings from before touching
+# digits were cut (fewer, supple, top-down cuts; every digit costs 1.5, so a cut must buy a lot of
+# confidence): single digits stay whole.
 CAUTIOUS = Segmentation(digit=1.5, min_split=0.9, margin=0.25, step=0.125, laterals=(0.05,), both_ways=False,
                         distinct=1 / 16, shortest=0.5)
 # A blob at most SPREAD x as wide as the widest other digit in its row is taken to be one digit wide:
