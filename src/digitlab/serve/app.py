@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import signal
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,4 +73,13 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """The factory uvicorn's worker processes call (`--workers N`): settings come through the environment."""
+    die_with_parent()
     return create_app(ServeConfig.from_env())
+
+
+def die_with_parent() -> None:
+    """A worker process ends when uvicorn's supervisor does, even when it is killed (kill -9 leaves it no
+    time to stop its workers): orphaned workers would keep answering on the port with stale settings."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
