@@ -34,12 +34,6 @@ class ImageForm(BaseModel):
     image: bytes = Field(description="the image file: PNG, JPEG, GIF, WebP, BMP, TIFF...")
 
 
-class BatchForm(BaseModel):
-    """Several images as a multipart form, one `image` field each."""
-
-    image: list[bytes] = Field(description="the image files, one field each")
-
-
 class Correction(BaseModel):
     """What a correction says besides its image."""
 

@@ -18,13 +18,12 @@ STATIC = resources.files("digitlab.serve").joinpath("static")
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, served from the fastapi-offline package: no CDN
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, summary="Liveness")
+@router.get("/healthz", response_model=Health, summary="Liveness")
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Health, responses=responses(503),
-                  summary="Ready once the model is loaded")
+@router.get("/readyz", response_model=Health, responses=responses(503), summary="Ready once the model is loaded")
 async def readyz(service: ServiceDep) -> dict:
     service.current()
     return {"status": "ready"}
@@ -42,6 +41,8 @@ async def metrics(service: ServiceDep) -> PlainTextResponse:
     return PlainTextResponse(service.metrics.render(extra), media_type="text/plain; version=0.0.4")
 
 
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 router.add_api_route("/api/health", healthz, methods=["GET"], include_in_schema=False)  # the old server's
 
 
