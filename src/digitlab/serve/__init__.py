@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 
-from digitlab.serve.config import ENV, ServeConfig
+from digitlab.serve.config import ENV, SUPERVISOR, ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "run"]
 
@@ -60,6 +60,7 @@ def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: in
     announce(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /v1/predict, "
              f"/v1/read (docs: /docs), {workers} worker{'s' if workers > 1 else ''}")
     if workers > 1:
+        os.environ[SUPERVISOR] = str(os.getpid())  # a worker that outlives this process stops (app.die_with_parent)
         sock.close()  # uvicorn binds the port itself and shares it between its worker processes
         uvicorn.run("digitlab.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, **options)
     else:

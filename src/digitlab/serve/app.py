@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import sys
 import warnings
@@ -28,7 +29,7 @@ from PIL import Image
 
 from digitlab.serve import errors
 from digitlab.serve.api import feedback, model, ops, reading
-from digitlab.serve.config import ServeConfig
+from digitlab.serve.config import SUPERVISOR, ServeConfig
 from digitlab.serve.guard import Guard
 from digitlab.serve.service import Loaded, Service, load_model
 
@@ -83,3 +84,6 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    supervisor = os.environ.get(SUPERVISOR)
+    if supervisor and os.getppid() != int(supervisor):  # it died before the line above: nobody would stop us
+        raise SystemExit(f"digitlab: the server process {supervisor} is gone; worker {os.getpid()} stops")

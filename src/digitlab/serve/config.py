@@ -12,6 +12,7 @@ from pathlib import Path
 from digitlab.reader.image import Limits
 
 ENV = "DIGITLAB_SERVE_CONFIG"  # how `--workers N` hands the settings to uvicorn's worker processes
+SUPERVISOR = "DIGITLAB_SERVE_SUPERVISOR"  # the pid of the process whose workers they are
 
 
 def default_feedback_db() -> str:
