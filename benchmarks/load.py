@@ -151,7 +151,7 @@ class Served:
             self.proc.wait()
 
 
-def digitlab_server(workers: int | None, server: str, tmp: Path) -> Served:
+def digitlab_server(workers: int | None, server: str, tmp: Path, extra: list[str]) -> Served:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if server == "granian":
@@ -166,6 +166,7 @@ def digitlab_server(workers: int | None, server: str, tmp: Path) -> Served:
         argv = [sys.executable, "-m", "digitlab.cli", "serve", "--port", str(port),
                 "--feedback-db", str(tmp / "feedback.sqlite3"), "--log-level", "error"]
         argv += ["--workers", str(workers)] if workers else []  # default: the service's own (one per core)
+        argv += extra
     served = Served(argv, f"http://127.0.0.1:{port}", env)
     served.wait("/readyz")
     time.sleep(2.0)  # /readyz answered by one worker: give the others time to load their model
@@ -220,6 +221,8 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=0, help="requests of the memory phase (0: skip it)")
     parser.add_argument("--memory-time", type=float, default=300, help="time cap of the memory phase, seconds")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the naive server")
+    parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                        help="an extra `digitlab serve` argument (repeat), e.g. --serve-arg=--batch-wait-ms=0")
     parser.add_argument("--no-multipart", action="store_true", help="only raw PNG bodies")
     args = parser.parse_args()
     if not Path(WRK).exists():
@@ -237,7 +240,7 @@ def main() -> None:
         form, form_type = multipart(data)
         (tmp / "form.bin").write_bytes(form)
         digitlab = f"digitlab ({args.server})"
-        servers = [(digitlab, lambda: digitlab_server(args.workers, args.server, tmp))]
+        servers = [(digitlab, lambda: digitlab_server(args.workers, args.server, tmp, args.serve_arg))]
         if not args.no_baseline:
             servers.insert(0, ("naive", lambda: naive_server(tmp)))
         for name, start in servers:
