@@ -75,6 +75,22 @@ def multipart(data: bytes, boundary: str = "digitlabbenchmarkboundary") -> tuple
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def reader_alone(data: bytes, n: int = 200) -> float:
+    """The reader's own work on one request's image, in this process on one thread (decode, preprocess,
+    network, as the service does it), median ms: the floor under any server's CPU per request."""
+    sys.path.insert(0, str(REPO / "src"))
+    from digitlab import reader
+    from digitlab.serve.config import ServeConfig
+    from digitlab.serve.work import picture
+
+    model, cfg, times = reader.bundled(), ServeConfig(), []
+    for _ in range(n):
+        start = time.perf_counter()
+        reader.classify(picture(data, cfg), model=model)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,7 +249,8 @@ def main() -> None:
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
           f"({len(os.sched_getaffinity(0))} usable cores)", flush=True)
     report = {"cpu": cpu, "cores": os.cpu_count(), "image_bytes": len(data), "load_before": load_before,
-              "runs": []}
+              "runs": [], "reader_alone_ms": reader_alone(data)}
+    print(f"the reader alone, in process: {report['reader_alone_ms']:.2f} ms per canvas (median)", flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "digit.png").write_bytes(data)
@@ -287,17 +304,19 @@ def main() -> None:
 def memory_phase(served: Served, tmp: Path, form_type: str, args) -> dict:
     """Drives multipart uploads until --memory-requests are done (or --memory-time passes)."""
     before = rss_bytes(served.proc.pid)
-    done, errors, start = 0, 0, time.monotonic()
+    done, errors, sockets, statuses, start = 0, 0, 0, 0, time.monotonic()
     while done < args.memory_requests and time.monotonic() - start < args.memory_time:
         left = args.memory_time - (time.monotonic() - start)
         r = wrk(served.url + "/v1/predict", tmp / "form.bin", form_type, 32, max(1.0, min(30.0, left)), tmp)
         done, errors = done + r["requests"], errors + r["errors"]
+        sockets, statuses = sockets + r["socket_errors"], statuses + r["non_2xx"]
     after = rss_bytes(served.proc.pid)
     growth = (after - before) / before
-    print(f"memory: {done:,} requests in {time.monotonic() - start:.0f} s, errors {errors}, rss "
-          f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)", flush=True)
-    return {"requests": done, "errors": errors, "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
-            "growth": growth}
+    print(f"memory: {done:,} requests in {time.monotonic() - start:.0f} s, errors {errors} (socket {sockets}, "
+          f"non-2xx {statuses}), rss {before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)",
+          flush=True)
+    return {"requests": done, "errors": errors, "socket_errors": sockets, "non_2xx": statuses,
+            "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20, "growth": growth}
 
 
 if __name__ == "__main__":
