@@ -21,10 +21,11 @@ from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.extras import require
 from digitlab.files import atomic_write_bytes, atomic_write_text
+from digitlab.reader.hint import several_digits_hint
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.pipeline import ink_map, read_page
 from digitlab.reader.preprocess import composite_alpha
-from digitlab.reader.recognize import SURE, digit_count
+from digitlab.reader.recognize import SURE
 
 # ---------------------------------------------------------------------------- predict (reader)
 # Folders are read over worker processes (one per core), answers printed in input order. With
@@ -112,8 +113,8 @@ def to_record(n: int, name: str, image: Loaded | DigitlabError, result, options:
         else:
             out = {"file": name, **reader.as_dict(result)}
             seen = [result["image"]] if result["image"] is not None else []
-            if result["status"] != "no digit" and (count := digit_count(result["ink"])) > 1:
-                out["hint"] = f"looks like {count} digits: use --multi to read them as a number"
+            if hint := several_digits_hint(result, "use --multi"):
+                out["hint"] = hint
         if options.explain:
             write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
                           "" if seen else "-no-digit")
@@ -371,15 +372,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from digitlab.serve import ServeConfig, run
 
     for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
-                 "header_timeout"):
+                 "header_timeout", "feedback_per_minute", "feedback_max_mb"):
         if getattr(args, name) <= 0:
             raise DigitlabError(f"--{name.replace('_', '-')} must be positive")
+    if args.batch_wait_ms < 0:
+        raise DigitlabError("--batch-wait-ms must be 0 or more")
     config = ServeConfig(model=args.model, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                          max_pixels=int(args.max_megapixels * 1_000_000), max_batch=args.max_batch,
                          max_concurrent=args.max_concurrent, request_timeout=args.timeout,
                          header_timeout=args.header_timeout,
                          feedback_db=args.feedback_db or ServeConfig().feedback_db, watch=args.watch,
-                         reload_token=args.reload_token)
+                         reload_token=args.reload_token, batch_wait_ms=args.batch_wait_ms,
+                         feedback_token=args.feedback_token, feedback_per_minute=args.feedback_per_minute,
+                         feedback_max_mb=args.feedback_max_mb)
     try:
         run(config, args.host, args.port, workers=args.workers, announce=lambda line: print(line, flush=True),
             log_level=args.log_level)
@@ -390,36 +395,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from digitlab.serve.config import default_feedback_db
-    from digitlab.serve.feedback import export
+    from digitlab.serve.feedback import connect, export, kept_apart
 
     db = args.db or default_feedback_db()
     counts = export(db, args.dir)
     total = sum(counts.values())
     per_label = " ".join(f"{label}:{n}" for label, n in sorted(counts.items())) or "none"
+    con = connect(db)
+    try:
+        apart = kept_apart(con)
+    finally:
+        con.close()
     print(f"{total} correction{'s' if total != 1 else ''} from {db} -> {Path(args.dir) / '<label>'}/*.png  "
-          f"(per label: {per_label})")
+          f"(per label: {per_label})" + (f"; {apart} kept apart (not a digit), left out" if apart else ""))
     return 0
 
 
 def add_serve_commands(commands) -> None:
     from digitlab.serve.config import ServeConfig
 
-    d = ServeConfig()
+    d, cores = ServeConfig(), usable_cpus()
     p = commands.add_parser("serve", help="REST API and web drawing pad (FastAPI on uvicorn)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
+    p.add_argument("--workers", type=int, default=cores,
+                   help=f"worker processes, each loading the model once (default: one per core, here {cores})")
     p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 1024 / 1024, help="request body limit")
     p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6,
                    help="image size limit, read from the header before decoding")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per /v1/predict/batch request")
-    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent, help="inferences at once per worker")
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                   help="requests read at once per worker (its thread pool)")
+    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                   help="how long the first request at the network waits for others to share its call")
     p.add_argument("--timeout", type=float, default=d.request_timeout, help="seconds per request")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds a client may take to send its request headers (slowloris guard)")
     p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
                    "~/.local/share/digitlab/feedback.sqlite3)")
+    p.add_argument("--feedback-token", help="secret for POST /v1/feedback (default: anyone may send corrections)")
+    p.add_argument("--feedback-per-minute", type=int, default=d.feedback_per_minute,
+                   help="corrections a minute per client address, per worker (beyond: 429)")
+    p.add_argument("--feedback-max-mb", type=float, default=d.feedback_max_mb,
+                   help="size limit of the corrections database (beyond: 507)")
     p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
     p.add_argument("--reload-token", help="secret for POST /v1/model/reload (default: none; loopback clients only)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],

@@ -101,6 +101,7 @@ async function ask() {
 function showNothing() { last = null; resetView(); }
 function resetView() {
   $("prediction").textContent = ""; $("status").textContent = ""; $("confidence").textContent = "";
+  $("advice").textContent = "";
   $("bars").innerHTML = ""; $("seen-box").hidden = true; $("correct").hidden = true; $("thanks").textContent = "";
   octx.clearRect(0, 0, overlay.width, overlay.height); overlay.dataset.boxes = "0";
 }
@@ -110,7 +111,11 @@ const pct = p => (100 * p).toFixed(1) + "%";
 function showPrediction(body) {
   resetView();
   $("prediction").textContent = body.label === null ? "" : String(body.label);
-  $("status").textContent = body.label === null ? body.status : "";
+  // abstained: say why, and the best guess where the reader gives one
+  const guess = body.guess !== undefined && body.guess !== null ? ` (perhaps a ${body.guess})` : "";
+  $("status").textContent = body.label === null ? body.status + guess : "";
+  // the API's several-digits hint, said the pad's way
+  if (body.hint && !multi.checked) $("advice").textContent = "this looks like several digits: tick “Read a number”";
   $("confidence").textContent = body.probabilities ? `confidence ${pct(body.confidence)}` : "";
   if (body.image) { $("seen").src = body.image; $("seen-box").hidden = false; }
   const top = body.probabilities ? body.probabilities.indexOf(Math.max(...body.probabilities)) : -1;
