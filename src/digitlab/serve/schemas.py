@@ -76,13 +76,18 @@ class BatchPrediction(BaseModel):
 
 
 class ReadDigit(BaseModel):
-    label: int | None
+    label: int | None = Field(description="the digit; null when the reader is unsure of it (see status)")
+    guess: int = Field(description="the most likely digit, also when label is null")
+    status: Literal["ok", "unsure"]
     confidence: float
     box: Box
 
 
 class Reading(BaseModel):
-    text: str = Field(description='the digits left to right; "?" for each one below min_confidence')
+    text: str = Field(description="the best reading, left to right (every digit's guess); in a row of printed "
+                                  "boxes, an empty box between digits is a space")
+    status: Literal["ok", "unsure", "no digit"] = Field(description="ok only when every digit is")
+    confidence: float = Field(description="the product of the digits' confidences")
     digits: list[ReadDigit]
     model: str
 

@@ -57,7 +57,7 @@ def png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def classify(loaded: Loaded, image: Picture, min_confidence: float) -> dict:
+def classify(loaded: Loaded, image: Picture, min_confidence: float | None) -> dict:
     with loaded.batcher.working():
         try:
             return reader.classify(image, model=loaded.batcher, min_confidence=min_confidence)
@@ -65,7 +65,7 @@ def classify(loaded: Loaded, image: Picture, min_confidence: float) -> dict:
             raise ApiError(400, "not_an_image", str(e)) from None
 
 
-def predict_one(loaded: Loaded, source: bytes | np.ndarray, cfg: ServeConfig, min_confidence: float,
+def predict_one(loaded: Loaded, source: bytes | np.ndarray, cfg: ServeConfig, min_confidence: float | None,
                 include_image: bool) -> dict:
     """/v1/predict's answer: the reader's (`reader.as_dict`, as the CLI's --json prints it), the model,
     the several-digits hint when the picture holds more than one digit, the 28x28 if asked."""
@@ -78,7 +78,7 @@ def predict_one(loaded: Loaded, source: bytes | np.ndarray, cfg: ServeConfig, mi
     return out
 
 
-def read_one(loaded: Loaded, source: bytes | np.ndarray, cfg: ServeConfig, min_confidence: float) -> dict:
+def read_one(loaded: Loaded, source: bytes | np.ndarray, cfg: ServeConfig, min_confidence: float | None) -> dict:
     image = picture(source, cfg)
     with loaded.batcher.working():
         try:

@@ -29,5 +29,6 @@ async def current_model(service: Annotated[Service, Depends(get_service)]) -> Lo
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[ServeConfig, Depends(get_settings)]
 ModelDep = Annotated[Loaded, Depends(current_model)]
-MinConfidence = Annotated[float, Query(ge=0.0, le=1.0, description="abstain (label null, status \"unsure\") "
-                                                                     "below this calibrated confidence")]
+MinConfidence = Annotated[float | None, Query(ge=0.0, le=1.0, description="answer \"unsure\" (label null, the "
+                                            "best reading in guess) below this calibrated confidence (default: "
+                                            "the reader's decision, the same as the CLI's)")]

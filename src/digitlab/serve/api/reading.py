@@ -19,7 +19,7 @@ REFUSALS = responses(400, 408, 413, 415, 422, 500, 503)
 
 @router.post("/v1/predict", response_model=Prediction, response_model_exclude_unset=True, responses=REFUSALS,
              openapi_extra=IMAGE_BODY, summary="One digit: label, calibrated confidence, probabilities, box")
-async def predict(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_confidence: MinConfidence = 0.0,
+async def predict(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_confidence: MinConfidence = None,
                   include_image: Annotated[bool, Query(description="add the 28x28 the model saw")] = False) -> dict:
     mc = image.min_confidence if image.min_confidence is not None else min_confidence
     return await service.run(predict_one, loaded, image.source, service.cfg, mc, include_image)
@@ -27,7 +27,7 @@ async def predict(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_co
 
 @router.post("/v1/read", response_model=Reading, responses=REFUSALS, openapi_extra=IMAGE_BODY,
              summary="A number: its text and a box per digit, in the uploaded image's pixels")
-async def read(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_confidence: MinConfidence = 0.0) -> dict:
+async def read(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_confidence: MinConfidence = None) -> dict:
     mc = image.min_confidence if image.min_confidence is not None else min_confidence
     return await service.run(read_one, loaded, image.source, service.cfg, mc)
 
@@ -37,7 +37,7 @@ async def read(loaded: ModelDep, image: ImageDep, service: ServiceDep, min_confi
              summary="Up to max_batch images, one multipart field each")
 async def predict_batch(loaded: ModelDep, service: ServiceDep,
                         image: Annotated[list[UploadFile], File(description="the image files, one field each")],
-                        min_confidence: MinConfidence = 0.0) -> dict:
+                        min_confidence: MinConfidence = None) -> dict:
     if len(image) > service.cfg.max_batch:
         raise ApiError(413, "batch_too_large", f"{len(image)} images: at most {service.cfg.max_batch} per request")
     images = [await f.read() for f in image]

@@ -138,14 +138,15 @@ function toCanvas(box, fromPhoto) {  // a box in the sent image's pixels -> pad 
 function showReading(body, fromPhoto) {
   resetView();
   $("prediction").textContent = body.text;
-  $("status").textContent = body.text === "" ? "no digit" : `${body.digits.length} digit${body.digits.length === 1 ? "" : "s"}`;
-  $("confidence").textContent = body.digits.map(d => `${d.label === null ? "?" : d.label}: ${pct(d.confidence)}`).join("   ");
+  const count = `${body.digits.length} digit${body.digits.length === 1 ? "" : "s"}`;
+  $("status").textContent = body.text === "" ? "no digit" : body.status === "unsure" ? `${count}, unsure` : count;
+  $("confidence").textContent = body.digits.map(d => `${d.guess}${d.label === null ? "?" : ""}: ${pct(d.confidence)}`).join("   ");
   octx.clearRect(0, 0, overlay.width, overlay.height);
   octx.lineWidth = 2; octx.font = "bold 18px system-ui, sans-serif";
   for (const d of body.digits) {
     const [x, y, w, h] = toCanvas(d.box, fromPhoto);
     octx.strokeStyle = "#2a7"; octx.strokeRect(x, y, w, h);
-    const label = d.label === null ? "?" : String(d.label);
+    const label = d.label === null ? `${d.guess}?` : String(d.label);  // unsure: the guess, marked
     octx.fillStyle = "#2a7"; octx.fillRect(x, Math.max(0, y - 22), 16 + 10 * label.length, 22);
     octx.fillStyle = "#fff"; octx.fillText(label, x + 4, Math.max(16, y - 5));
   }
