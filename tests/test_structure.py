@@ -12,6 +12,11 @@ from digitlab.testing.corpus import drawn_digit, form_sample, mnist_digit
 from digitlab.testing.paper import layout
 
 
+@pytest.fixture(scope="module")
+def model():
+    return reader.get_model()
+
+
 def ink_map_of(kind: str, seed: int, n: int = 1, height: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(uint8 ink map, handwriting mask, printed-line mask) of digits drawn on paper of `kind`."""
     rng = np.random.default_rng(seed)

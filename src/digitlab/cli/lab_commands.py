@@ -259,6 +259,33 @@ def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="with --bundle: replace the shipped model even if worse")
     p.set_defaults(func=cmd_export)
 
+    from digitlab.lab.lines import LinesConfig  # the recipe's defaults (lines.py imports torch only to train)
+
+    d = LinesConfig()
+    p = commands.add_parser("train-lines", help="train the reader's line finder (printed lines vs handwriting)")
+    p.add_argument("--out", default="runs/lines", help="output folder for line-model.onnx and its card")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps")
+    p.add_argument("--pages", type=int, default=d.pages, help="pages drawn to train on (from MNIST training digits)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--bundle", action="store_true", help="also write it as the line finder shipped with digitlab")
+    p.set_defaults(func=cmd_train_lines)
+
+
+def cmd_train_lines(args: argparse.Namespace) -> int:
+    require("train-lines", "torch", "onnx", "onnxscript")
+    import shlex
+    import sys
+
+    from digitlab.lab.lines import LinesConfig, train_lines
+
+    config = LinesConfig(steps=args.steps, pages=args.pages, seed=args.seed)
+    command = "digitlab " + shlex.join(sys.argv[1:])
+    figures = train_lines(args.out, config, bundle=args.bundle, command=command)
+    print(f"line finder -> {figures['onnx']}: on {figures['held_out_pages']} held-out pages, line pixels found "
+          f"{100 * figures['line_recall']:.1f}% (precision {100 * figures['line_precision']:.1f}%), handwriting "
+          f"kept {100 * figures['handwriting_kept']:.1f}%; {figures['train_time_s']:.0f}s training")
+    return 0
+
 
 # ---------------------------------------------------------------------------- finetune
 def cmd_finetune(args: argparse.Namespace) -> int:

@@ -116,18 +116,26 @@ def to_onnx(net) -> bytes:
     import torch
 
     net = net.eval().float().to(memory_format=torch.contiguous_format)
-    # torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts on.
-    # The logger's level is put back afterwards: the caller's logging is the caller's.
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    with contextlib.ExitStack() as restore, warnings.catch_warnings():
-        restore.callback(logger.setLevel, level)
-        warnings.simplefilter("ignore", FutureWarning)
+    with quiet_onnx_export():
         program = torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     opset_version=OPSET, dynamo=True, verbose=False)
     return program.model_proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def quiet_onnx_export():
+    """torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts
+    on. The logger's level is put back afterwards: the caller's logging is the caller's."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:

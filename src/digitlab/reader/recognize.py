@@ -26,7 +26,7 @@ import numpy as np
 from digitlab.errors import NoDigitError
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.infer import OnnxModel, bundled
-from digitlab.reader.pipeline import ink_map, narrower_views, prepare, thinner_view
+from digitlab.reader.pipeline import Page, ink_map, narrower_views, prepare, thinner_view
 from digitlab.reader.preprocess import (
     PreprocessConfig,
     blob_stats,
@@ -449,35 +449,18 @@ def as_digit(p: np.ndarray, x28: np.ndarray, box: tuple[int, int, int, int], min
     return Digit(int(p.argmax()), confidence, decide(confidence, min_confidence), box, [float(v) for v in p], x28)
 
 
-def read_fields(m, fields: list[tuple[int, int, int, int]], model, min_confidence: float | None,
+def read_fields(page: Page, fields: list[tuple[int, int, int, int]], model, min_confidence: float | None,
                 config: PreprocessConfig | None) -> Reading:
-    """A number written in printed boxes (a comb): each box holds one digit or none. An ink blob belongs
-    to the box holding most of it, so a stroke spilling over a box's side stays with its digit; a blob
-    shared about evenly between boxes (two digits touching across a side) is cut at the side. A box
-    whose ink is only specks is empty. Empty boxes between digits are gaps in `text`; empty boxes
-    before the first digit and after the last are not part of the number."""
-    n, labels = cv2.connectedComponents(ink_mask(m.ink), connectivity=8)
-    # each blob's ink in each box's columns: [boxes, blobs]
-    share = np.stack([np.bincount(labels[top:bottom + 1, left:right].ravel(), minlength=n)
-                      for left, top, right, bottom in fields]).astype(np.float64)
-    share[:, 0] = 0
-    total = np.maximum(share.sum(axis=0), 1.0)
-    split = (share / total >= FIELD_SHARED).sum(axis=0) >= 2  # blobs cut at the boxes' sides
-    owner = np.where(split, -1, share.argmax(axis=0))
+    """A number written in printed boxes (a comb): each box holds one digit or none. Empty boxes between
+    digits are gaps in `text`; empty boxes before the first digit and after the last are not part of
+    the number."""
     cells: list[tuple[np.ndarray, tuple[int, int, int, int]] | None] = []
-    for k, (left, top, right, bottom) in enumerate(fields):
-        whole = (owner == k) & (share.max(axis=0) > 0)
-        cut = np.zeros(x_width := m.ink.shape[1], bool)
-        cut[max(0, left):min(x_width, right)] = True
-        mask = whole[labels] | (split[labels] & cut[None, :] & (labels > 0))
-        mass = np.bincount(labels[mask], minlength=n)
-        mass[mass < FIELD_SPECK * mass.max(initial=0)] = 0  # specks: a line's remnant, a dot
-        mask &= mass[labels] > 0
+    for mask, (left, top, right, bottom) in zip(field_ink(page.ink, fields), fields, strict=True):
         if mask.sum() < FIELD_INK * (right - left) * (bottom - top):
-            cells.append(None)
+            cells.append(None)  # an empty box: nothing, or only what is left of its lines
             continue
         x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-        own = np.where(mask[y:y + h, x:x + w], m.ink[y:y + h, x:x + w], 0).astype(np.uint8)
+        own = np.where(mask[y:y + h, x:x + w], page.ink[y:y + h, x:x + w], 0).astype(np.uint8)
         try:
             cells.append((normalize_digit(own, config), (x, y, x + w, y + h)))
         except NoDigitError:
@@ -488,5 +471,27 @@ def read_fields(m, fields: list[tuple[int, int, int, int]], model, min_confidenc
     cells = cells[filled[0]:filled[-1] + 1]
     found = [c for c in cells if c is not None]
     probs = model.predict_proba(np.stack([x28 for x28, _ in found]))
-    digits = [as_digit(p, x28, m.to_input(*box), min_confidence) for p, (x28, box) in zip(probs, found, strict=True)]
+    digits = [as_digit(p, x28, page.to_input(*box), min_confidence)
+              for p, (x28, box) in zip(probs, found, strict=True)]
     return Reading(digits, tuple(k for k, c in enumerate(cells) if c is None))
+
+
+def field_ink(ink: np.ndarray, fields: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """Each box's ink, as a bool mask of the whole ink map. An ink blob belongs to the box holding most
+    of it, so a stroke spilling over a box's side stays with its digit; a blob shared about evenly
+    between boxes (two digits touching across a side) is cut at the side; specks are dropped."""
+    n, labels = cv2.connectedComponents(ink_mask(ink), connectivity=8)
+    share = np.stack([np.bincount(labels[top:bottom + 1, left:right].ravel(), minlength=n)
+                      for left, top, right, bottom in fields]).astype(np.float64)  # [boxes, blobs]
+    share[:, 0] = 0
+    split = (share / np.maximum(share.sum(axis=0), 1.0) >= FIELD_SHARED).sum(axis=0) >= 2
+    owner = np.where(split | (share.max(axis=0) == 0), -1, share.argmax(axis=0))
+    masks = []
+    for k, (left, _, right, _) in enumerate(fields):
+        columns = np.zeros(ink.shape[1], bool)
+        columns[max(0, left):right] = True
+        mask = (owner == k)[labels] | (split[labels] & columns[None, :] & (labels > 0))
+        mass = np.bincount(labels[mask], minlength=n)
+        mask &= (mass >= FIELD_SPECK * mass.max(initial=0))[labels]  # specks: a line's remnant, a dot
+        masks.append(mask)
+    return masks

@@ -2,7 +2,12 @@
 underlines and dotted lines, found in an ink map and taken out without erasing the handwriting
 that crosses or touches them; and the fields a row of boxes (a comb) marks out.
 
-A printed line differs from a pen stroke in three ways this step relies on, none of them a colour:
+Which ink pixels are printed lines is learned: `LineFinder` runs a small network (lab/lines.py trains
+it on pages drawn with MNIST training digits, where line and handwriting are known apart), so a
+stroke lying along a line, or crossing it, stays. The geometry is found by rules, in the printed
+lines alone: which lines frame boxes, and so which box each digit is written in. Where no line finder
+is shipped, the rules also choose the pixels (`remove_by_rules`). A printed line differs from a pen
+stroke in three ways the rules rely on, none of them a colour:
 - it is long: a horizontal line spans most of the picture's width (LINE_SPAN), a vertical one most
   of its height, or it joins two horizontal lines (a box's side), or it stands in a row of equally
   long verticals on one line (a comb open at the top);
@@ -10,10 +15,9 @@ A printed line differs from a pen stroke in three ways this step relies on, none
   TILT px across it, so a photo's slight rotation does not break it up);
 - it is thin for its length: at least MIN_ASPECT times longer than thick, and at most THIN of the
   picture's short side thick (the bar of a 7 that fills a 16x16 scan is neither).
-
-Only a line's own thickness is taken out: where ink runs across the line further than the line is
-thick (a stroke crossing it, or lying along it drawn with a wider pen), it stays. A picture with no
-long run of ink in any row or column costs one projection (`might_have_lines`) and nothing more.
+Ruled and squared paper's lines are evenly spaced, and a comb's boxes equally wide: a line a digit
+hides is found where the others say it is. A picture with no long run of ink in any row or column
+costs two projections (`might_have_lines`) and nothing more.
 
     clean, structure = remove_structure(ink)   # uint8 ink map (paper 0) -> same without the lines
     structure.fields                           # boxes of a comb / box, (left, top, right, bottom)
@@ -21,17 +25,26 @@ long run of ink in any row or column costs one projection (`might_have_lines`) a
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from digitlab.errors import ModelError
+
+LINE_MODEL = Path(__file__).resolve().parent / "assets" / "line-model.onnx"  # the learned line finder
+SIDE = 96  # it reads an ink map scaled to this many pixels on its short side
 LINE_SPAN = 0.6  # a free-standing line spans at least this share of the picture's width (or height)
 MIN_ASPECT = 15.0  # ... and is at least this many times longer than thick
 SIDE_ASPECT = 6.0  # a box's side, shorter, at least this many times (it must also meet the box's top and bottom)
 THIN = 0.06  # ... and at most this share of the picture's short side thick
 TILT = 3  # rows (columns) a horizontal (vertical) line may drift over its length: about 1 degree over 170 px
 INK_LEVEL = 16  # ink-map level (of 255) above which a pixel counts as ink for the cheap test
+REMNANT = 3.0  # a blob beside a removed line and no larger than this many times its thickness is a remnant
 STROKE_LEVEL = 40  # ink above this (of 255) is what a stroke crossing a line is measured in
 RIDGE = 12  # a line's pixels are at least this much brighter (of 255) than the ink map beside them
 JOIN = 0.02  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
@@ -81,10 +94,6 @@ def cells(columns: list, framed: bool = True) -> list[tuple[int, int, int, int]]
     return out
 
 
-def ink_mask(x: np.ndarray) -> np.ndarray:
-    return (x > INK_LEVEL).astype(np.uint8)
-
-
 def ridges(x: np.ndarray, horizontal: bool, width: int) -> np.ndarray:
     """uint8 mask of thin ridges of ink running along one direction: pixels brighter by RIDGE than the
     ink map opened across that direction (a top-hat), so a line is found whatever grey of paper or
@@ -94,13 +103,14 @@ def ridges(x: np.ndarray, horizontal: bool, width: int) -> np.ndarray:
 
 
 def might_have_lines(x: np.ndarray) -> bool:
-    """Cheap test: does any row hold LINE_SPAN of the width in ink, or any column most of the height
-    (with TILT rows of slack)? A picture of a digit alone has no such row unless the digit fills the
-    frame, which the full test then rejects."""
-    m = ink_mask(x)
-    rows = cv2.dilate(m, np.ones((TILT, 1), np.uint8)).sum(axis=1)
-    cols = cv2.dilate(m, np.ones((1, TILT), np.uint8)).sum(axis=0)
+    """Cheap test: does any band of TILT rows hold LINE_SPAN of the width in ink, or any band of TILT
+    columns most of the height? A picture of a digit alone has no such band unless the digit fills
+    the frame, which the full test then rejects. Two projections of a threshold, nothing per pixel more."""
+    m = cv2.threshold(x, INK_LEVEL, 1, cv2.THRESH_BINARY)[1]
     h, w = x.shape
+    band = np.ones(TILT, np.float32)
+    rows = np.convolve(cv2.reduce(m, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), band, "same")
+    cols = np.convolve(cv2.reduce(m, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), band, "same")
     # a box's sides or a comb's need a horizontal line too: only a free-standing vertical is looked for alone
     return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= 0.8 * 0.9 * h)
 
@@ -313,26 +323,99 @@ def open_top_sides(candidates: list, rows: list, h: int) -> list:
     return even if len(even) == len(on_line) or len(even) >= 3 else []
 
 
-def remove_structure(x: np.ndarray) -> tuple[np.ndarray, Structure | None]:
+def remove_structure(x: np.ndarray, finder: LineFinder | None = None) -> tuple[np.ndarray, Structure | None]:
     """The ink map without its printed lines (uint8, paper 0), and what was found (None: nothing, and
-    x itself is returned). Only a line's own thickness goes: where ink runs across a line further
-    than the line is thick (a stroke crossing it, or lying along it with a wider pen), it stays."""
+    x itself is returned). Where the learned line finder is there (`finder`, default the shipped one),
+    it says which ink pixels are printed lines, and the rules find the boxes in what it found; else
+    the rules do both."""
+    if min(x.shape) < 16 or not might_have_lines(x):
+        return x, None
+    finder = finder or line_finder()
+    if finder is None:
+        return remove_by_rules(x)
+    found = finder(x) & (x > 0)
+    if not found.any():
+        return x, None
+    lines = np.where(found, x, 0).astype(np.uint8)
+    geometry = find_structure(lines)  # the boxes and rows, from the printed lines alone
+    structure = geometry or Structure(found.astype(np.uint8) * 255, np.zeros(x.shape, np.uint8))
+    width = max([ink_thickness(found.astype(np.uint8), b, True) for b in structure.rows]
+                + [ink_thickness(found.astype(np.uint8), b, False) for b in structure.columns], default=2)
+    return drop_remnants(np.where(found, 0, x).astype(np.uint8), found, REMNANT * width), structure
+
+
+class LineFinder:
+    """The learned line finder (lab/lines.py trains it): ONNX, onnxruntime, one thread. Thread-safe:
+    each call builds its own arrays."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        data = path.read_bytes()
+        card = json.loads(path.with_suffix(".json").read_text())
+        if card.get("sha256") != model_sha256(data):
+            raise ModelError(f"{path}: does not match the SHA-256 in {path.with_suffix('.json').name}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.card = card
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """uint8 ink map -> bool mask of its printed-line pixels, at its size."""
+        h, w = x.shape
+        f = SIDE / min(h, w)
+        size = (max(16, round(w * f)), max(16, round(h * f)))
+        small = cv2.resize(x, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        logits = self.session.run(None, {"ink": (small.astype(np.float32) / 255)[None, None]})[0][0, 0]
+        return cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR) > 0
+
+
+def model_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def line_finder() -> LineFinder | None:
+    """The shipped line finder, loaded once; None where the reader ships without one."""
+    return LineFinder(LINE_MODEL) if LINE_MODEL.is_file() else None
+
+
+def remove_by_rules(x: np.ndarray) -> tuple[np.ndarray, Structure | None]:
+    """`remove_structure` by the rules alone. Only a line's own thickness goes: where ink runs across a
+    line further than the line is thick (a stroke crossing it, or lying along it with a wider pen),
+    it stays."""
     structure = find_structure(x)
     if structure is None:
         return x, None
     ink = (x > STROKE_LEVEL).astype(np.uint8)
     gone = np.zeros(x.shape, bool)
+    widest = 1
     for lines, other, boxes, horizontal in ((structure.across, structure.down, structure.rows, True),
                                             (structure.down, structure.across, structure.columns, False)):
         if not boxes:
             continue
         # strokes: ink running across the line further than the line's own ink is thick (the other
         # lines are no stroke)
-        reach = max(ink_thickness(ink & (lines > 0), box, horizontal) for box in boxes) + 2
+        width = max(ink_thickness(ink & (lines > 0), box, horizontal) for box in boxes)
+        widest = max(widest, width)
         strokes = cv2.morphologyEx(ink & (other == 0), cv2.MORPH_OPEN,
-                                   np.ones((reach, 1) if horizontal else (1, reach), np.uint8))
+                                   np.ones((width + 2, 1) if horizontal else (1, width + 2), np.uint8))
         gone |= (lines > 0) & (strokes == 0)
-    return np.where(gone, 0, x).astype(np.uint8), structure
+    return drop_remnants(np.where(gone, 0, x).astype(np.uint8), gone, REMNANT * widest), structure
+
+
+def drop_remnants(x: np.ndarray, gone: np.ndarray, size: float) -> np.ndarray:
+    """x without the blobs no larger than `size` that touch what was removed: what is left of a line
+    (a corner, a dot of a dotted line, an edge the removal missed), never a stroke of a digit."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((x > 0).astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return x
+    touching = np.zeros(n, bool)
+    touching[np.unique(labels[cv2.dilate(gone.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0])] = True
+    small = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) <= size
+    drop = touching & small
+    drop[0] = False
+    return np.where(drop[labels], 0, x).astype(np.uint8) if drop.any() else x
 
 
 def ink_thickness(ink: np.ndarray, box: tuple[int, int, int, int], horizontal: bool) -> int:
