@@ -79,8 +79,8 @@ def cells(columns: list, framed: bool = True) -> list[tuple[int, int, int, int]]
         top, bottom = max(a[1], b[1]), min(a[3], b[3])
         if bottom - top < 0.5 * max(a[3] - a[1], b[3] - b[1]):
             continue  # not the same row of boxes
-        if b[0] - a[2] < 0.3 * (bottom - top):
-            continue  # two sides of one line, or a double rule
+        if b[0] - a[2] < 0.5 * (bottom - top):
+            continue  # two sides of one line, a double rule, or a stroke beside a side
         found.append((a[2], top, b[0], bottom))
     if len(found) < 2:
         return found
@@ -140,8 +140,14 @@ def line_boxes(runs: np.ndarray, m: np.ndarray, horizontal: bool, min_length: fl
             continue
         own = (labels[top:top + h, left:left + w] == i) & (m[top:top + h, left:left + w] > 0)
         thick = float(np.median(own.sum(axis=0 if horizontal else 1)))
-        if thick <= max_thick and length >= min_aspect * thick:
-            found[(int(left), int(top), int(left + w), int(top + h))] = thick
+        if thick > max_thick or length < min_aspect * thick:
+            continue
+        # the box of the line itself: a stroke touching it made the blob's box taller (wider)
+        band = np.zeros(own.shape, np.uint8)
+        line_pixels(band, own, (0, 0, w, h), thick, horizontal)
+        x, y, bw, bh = cv2.boundingRect(band)
+        if bw and bh:
+            found[(int(left + x), int(top + y), int(left + x + bw), int(top + y + bh))] = thick
     return found
 
 
@@ -160,19 +166,19 @@ def find_structure(x: np.ndarray) -> Structure | None:
     wide = line_boxes(straight_runs(thin, shortest, True), thin, True, shortest, max_thick, SIDE_ASPECT)
     shortest = max(8, int(COMB_SIDE * h))
     tall = line_boxes(straight_runs(thin, shortest, False), thin, False, shortest, max_thick, SIDE_ASPECT)
-    # A box's sides meet its top and bottom, whose ends are its outer sides' (its corners), all drawn
-    # with one pen; a box open at the top stands on its bottom line. A line across the whole picture
-    # (ruled or squared paper) frames no box: the part of a stroke between two ruled lines is no side.
+    # A box's sides meet its top and bottom, all drawn with one pen; a box open at the top stands on
+    # its bottom line. A line across the whole picture (ruled or squared paper) frames no box: the
+    # part of a stroke between two ruled lines is no side.
     thick = wide | tall
     edge = 0.005 * w + 3
     framing = [r for r in wide if r[0] > edge or r[2] < w - edge]
     closed = [c for c in tall if joins_two(c, framing, h)]
     open_top = open_top_sides([c for c in tall if c not in closed], framing, h)
-    edges = [r for r in framing if cornered(r, closed + open_top, w)]
-    corner = JOIN * w + 2
-    pen = [r for r in edges if all(same_pen(thick[c], thick[r]) for c in closed + open_top
-                                   if meets(c, r, h) and min(abs(c[0] - r[0]), abs(c[2] - r[2])) <= corner)]
-    sides = [c for c in closed if joins_two(c, pen, h)] + [c for c in open_top if any(meets(c, r, h) for r in pen)]
+    # a box's top or bottom is met by at least two sides drawn with its pen (a digit's stroke is thicker)
+    meeting = {r: [c for c in closed + open_top if meets(c, r, h) and same_pen(thick[c], thick[r])] for r in framing}
+    edges = [r for r in framing if len(meeting[r]) >= 2]
+    sides = [c for c in closed if joins_two(c, [r for r in edges if c in meeting[r]], h)]
+    sides += [c for c in open_top if any(c in meeting[r] for r in edges)]
     sides = hidden_sides(sides, thin, h)
     grid = [c for c in tall if c not in sides and free_standing(c, h) and c[3] - c[1] >= MIN_ASPECT * thick[c]]
     columns = sorted(sides + complete_grid(grid, thin, False))
@@ -195,17 +201,23 @@ def line_pixels(out: np.ndarray, thin: np.ndarray, box: tuple[int, int, int, int
                 horizontal: bool) -> None:
     """Mark in `out` a line's own ridge pixels: those within its thickness of the straight line fitted
     through its box's ridge pixels. The box of a tilted line, or of one a stroke touches, holds more
-    than the line, and a stroke's edge inside it is no line."""
+    than the line, and a stroke's edge inside it is no line: so the line is fitted through the middle
+    of the columns (rows) where the ridge is no thicker than the line, where it is alone."""
     left, top, right, bottom = box
-    ys, xs = np.nonzero(thin[top:bottom, left:right])
-    if len(xs) < 2:
+    part = thin[top:bottom, left:right] > 0
+    if not horizontal:
+        part = part.T
+    counts = part.sum(axis=0)
+    alone = np.flatnonzero((counts > 0) & (counts <= thick + 2))
+    if len(alone) < 2:
         return
-    along, across = (xs, ys) if horizontal else (ys, xs)
-    if np.ptp(along) == 0:
-        return
-    slope, offset = np.polyfit(along.astype(np.float64), across.astype(np.float64), 1)
-    on = np.abs(across - (slope * along + offset)) <= thick / 2 + 1.5
-    out[top + ys[on], left + xs[on]] = 1
+    middles = (part[:, alone] * np.arange(part.shape[0])[:, None]).sum(axis=0) / counts[alone]
+    slope, offset = np.polyfit(alone.astype(np.float64), middles, 1)
+    rows = np.arange(part.shape[0])[:, None]
+    on = part & (np.abs(rows - (slope * np.arange(part.shape[1]) + offset)[None, :]) <= thick / 2 + 1.5)
+    if not horizontal:
+        on = on.T
+    out[top:bottom, left:right] |= on.astype(out.dtype)
 
 
 def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
@@ -233,7 +245,7 @@ def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
 
 def same_pen(a: float, b: float) -> bool:
     """Two lines of one printed frame are about as thick (a pen stroke is thicker than a box's line)."""
-    return a <= 1.5 * b + 1 and b <= 1.5 * a + 1
+    return a <= 1.3 * b + 1 and b <= 1.3 * a + 1
 
 
 def underline(r: tuple[int, int, int, int], thick: float, x: np.ndarray) -> bool:
@@ -290,12 +302,6 @@ def meets(c: tuple[int, int, int, int], r: tuple[int, int, int, int], h: int, en
         return False
     top, bottom = r[1] - slack <= c[1] <= r[3] + slack, r[1] - slack <= c[3] <= r[3] + slack
     return top if end == "top" else bottom if end == "bottom" else top or bottom
-
-
-def cornered(r: tuple[int, int, int, int], sides: list, w: int) -> bool:
-    """Do sides stand at both ends of horizontal line r (a box's or a comb's top or bottom)?"""
-    slack = JOIN * w + 2
-    return any(abs(c[0] - r[0]) <= slack for c in sides) and any(abs(c[2] - r[2]) <= slack for c in sides)
 
 
 def joins_two(c: tuple[int, int, int, int], rows: list, h: int) -> bool:
