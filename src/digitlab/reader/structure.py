@@ -63,15 +63,16 @@ class Structure:
 
     @property
     def fields(self) -> list[tuple[int, int, int, int]]:
-        return cells(self.columns, bool(self.rows))
+        return cells(self.columns, self.rows)
 
 
-def cells(columns: list, framed: bool = True) -> list[tuple[int, int, int, int]]:
+def cells(columns: list, rows: list | None = None) -> list[tuple[int, int, int, int]]:
     """The boxes between neighbouring vertical lines that end on a common horizontal line (a form's
     boxes, a comb's cells), left to right, as (left, top, right, bottom) inside the frame. A comb's
     cells are equally wide, so a field k times the narrowest is k cells whose sides were lost
-    (a digit written over them)."""
-    if len(columns) < 2 or not framed:
+    (a digit written over them), and where the comb's top or bottom line runs on past its last side
+    found, the cells go on to the line's end. rows None: the horizontal lines are not looked at."""
+    if len(columns) < 2 or rows == []:
         return []
     cols = sorted(columns)
     found = []
@@ -91,6 +92,14 @@ def cells(columns: list, framed: bool = True) -> list[tuple[int, int, int, int]]
         k = max(1, round((right - left) / unit))
         edges = np.linspace(left, right, k + 1).round().astype(int)
         out += [(int(a), top, int(b), bottom) for a, b in zip(edges, edges[1:], strict=False)]
+    top, bottom = out[0][1], out[0][3]
+    frame = [r for r in rows or [] if r[1] <= top + 0.25 * (bottom - top) or r[3] >= bottom - 0.25 * (bottom - top)]
+    if frame:  # sides the first and last digits hid: the frame's lines say how far the comb goes
+        before = round((out[0][0] - min(r[0] for r in frame)) / unit)
+        after = round((max(r[2] for r in frame) - out[-1][2]) / unit)
+        first, last = out[0][0], out[-1][2]
+        out = ([(round(first - (k + 1) * unit), top, round(first - k * unit), bottom) for k in range(before)][::-1]
+               + out + [(round(last + k * unit), top, round(last + (k + 1) * unit), bottom) for k in range(after)])
     return out
 
 
