@@ -57,6 +57,9 @@ def main() -> None:
     print(f"\nevery category: threshold {overall:.2f} (the reader's SURE is {SURE})")
     for t in sorted({overall, SURE}):
         ok = read & (conf >= t)
+        if not ok.any():
+            print(f"  at {t:.2f}: no digit is answered ok")
+            continue
         worst = min(right[ok & (style == c)].mean() if (ok & (style == c)).any() else 1.0 for c in categories)
         print(f"  at {t:.2f}: ok {100 * ok.mean():5.1f}% of real digits (target >= {100 * COVERAGE:.0f}%), "
               f"ok right {100 * right[ok].mean():6.2f}% overall, {100 * worst:6.2f}% in the worst category")
