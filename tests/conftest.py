@@ -26,7 +26,9 @@ def data_root() -> Path:
     """The data root holding mnist/: $DIGITLAB_DATA, else ../shared/data beside the repo. Only the tests
     that use MNIST ask for it, so the others run (and pass) without it."""
     if not (ROOT / "mnist").is_dir():
-        pytest.fail(f"MNIST not found under {ROOT}; set DIGITLAB_DATA")
+        pytest.fail(f"this test needs MNIST, and {ROOT}/mnist/ does not exist: set DIGITLAB_DATA to a folder "
+                    f"holding mnist/ (or fill {ROOT}/mnist/); `DIGITLAB_DATA=FOLDER digitlab data verify mnist` "
+                    f"downloads it there when online (README, 'Tests and MNIST')", pytrace=False)
     return ROOT
 
 

@@ -118,8 +118,7 @@ def test_missing_data_says_where_to_put_files(tmp_path):
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(errors.DataError, match="unknown dataset 'nope'"):
         load("nope")
-
-
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_cli_data_commands(tmp_path, capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out

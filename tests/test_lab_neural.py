@@ -203,8 +203,7 @@ class NearestCentroid(models.Classifier):
 
     def load_weights(self, directory):
         self.centroids = np.load(directory / "weights.npz", allow_pickle=False)["centroids"]
-
-
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_cli_train_drives_a_classical_family(tmp_path, monkeypatch, capsys):
     real = models.family_class
     monkeypatch.setattr(models, "family_class", lambda name: NearestCentroid if name == "centroid" else real(name))

@@ -167,13 +167,13 @@ def test_a_teacher_must_be_a_neural_network(tmp_path, mnist):
 
 
 # ---------------------------------------------------------------------------- small runs
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 @pytest.mark.parametrize("limit", ["500", "150"])  # 4 batches of 128; 1 batch (a one-step schedule)
 def test_tiny_one_epoch_runs_train(tmp_path, limit):
     out = tmp_path / "m"
     assert main(["train", "mlp", "--limit", limit, "--epochs", "1", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
-
-
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_knn_fast_trains_on_small_limits(tmp_path):
     out = tmp_path / "k"
     assert main(["train", "knn-fast", "--limit", "1000", "--out", str(out)]) == 0
@@ -181,6 +181,7 @@ def test_knn_fast_trains_on_small_limits(tmp_path):
 
 
 # ---------------------------------------------------------------------------- resume and extend
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_resume_with_more_epochs_extends_the_run(tmp_path, capsys):
     out = tmp_path / "m"
     assert main(["train", "mlp", "--limit", "1000", "--epochs", "1", "--out", str(out)]) == 0
@@ -200,8 +201,7 @@ def test_resume_with_more_epochs_extends_the_run(tmp_path, capsys):
     # Other settings cannot change mid-run: said, not silently dropped.
     assert main(["train", "mlp", "--out", str(out), "--resume", "--lr", "0.1"]) == 0
     assert "ignoring lr=0.1" in capsys.readouterr().err
-
-
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_a_bf16_run_resumed_where_bf16_would_be_emulated_goes_on_in_fp32(tmp_path, capsys, monkeypatch):
     out = tmp_path / "m"
     assert main(["train", "mlp", "--limit", "500", "--epochs", "1", "--out", str(out), "--set", "precision=bf16"]) == 0
@@ -327,8 +327,7 @@ class Broken(models.Classifier):
 
     def fit(self, x, y, x_val=None, y_val=None):
         raise RuntimeError("out of memory (simulated)")
-
-
+@pytest.mark.usefixtures("data_root")  # the CLI reads MNIST: a clear failure when it is absent
 def test_benchmark_keeps_finished_rows_when_a_model_fails(tmp_path, monkeypatch, capsys):
     real = models.family_class
     monkeypatch.setattr(models, "family_class", lambda name: Broken if name == "broken" else real(name))

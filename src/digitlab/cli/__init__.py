@@ -67,6 +67,14 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_examples(args: argparse.Namespace) -> int:
+    from digitlab.data.examples import write_examples
+
+    paths = write_examples(args.dir, args.data_dir)
+    print(f"{len(paths)} example files -> {args.dir}: {', '.join(p.name for p in paths)}")
+    return 0
+
+
 def _image_format(path: str) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
     formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP",
@@ -138,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
+    p = data_cmds.add_parser("examples", parents=[data_dir], help="write the example images the docs use "
+                             "(seven.png, number.png, number.jpg, blank-canvas.png, notes.txt) into DIR")
+    p.add_argument("dir", metavar="DIR", help="folder to write into (created if missing)")
+    p.set_defaults(func=cmd_data_examples)
     lab_commands.add_commands(commands, data_dir)
     read_commands.add_commands(commands, data_dir)
     return parser
