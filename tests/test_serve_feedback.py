@@ -127,7 +127,11 @@ def test_acknowledged_corrections_survive_kill_9_of_the_server(tmp_path, mnist):
         threads = [threading.Thread(target=post, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        # killed once some are acknowledged and more are on their way (each correction is read by the
+        # reader first, so how long that takes depends on the machine)
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(server.proc.pid, signal.SIGKILL)  # mid-write, no shutdown of any kind
         stop.set()
         for t in threads:
@@ -151,13 +155,14 @@ def test_feedback_export_command(tmp_path, mnist):
     jpeg = tmp_path / "j.jpg"
     Image.fromarray(canvas(x[6])).save(jpeg)
     feedback.add(con, jpeg.read_bytes(), "image/jpeg", int(y[6]))
+    feedback.add(con, png(np.zeros((20, 20), np.uint8)), "image/png", 3, kept_apart="not a digit")
     con.close()
     out = tmp_path / "export"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-m", "digitlab.cli", "feedback", "export", str(out), "--db", str(db)],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("7 corrections")
+    assert proc.stdout.startswith("7 corrections") and "1 kept apart (not a digit), left out" in proc.stdout
     files = sorted(out.glob("*/*.png"))
     assert len(files) == 7
     assert sorted(int(f.parent.name) for f in files) == sorted(int(v) for v in y[:7])
