@@ -513,6 +513,7 @@ def test_a_bomb_header_gets_the_services_own_413_and_no_pillow_warning(tmp_path)
     assert "DecompressionBomb" not in log and "Traceback" not in log, log[-2000:]
 
 
+@pytest.mark.slow  # starts a worker per core
 def test_serve_uses_every_core_and_its_workers_die_with_it(tmp_path):
     """`digitlab serve` defaults to one worker per core; kill -9 of the supervisor takes the workers along."""
     import os
