@@ -1,0 +1,225 @@
+"""The two ways a list of shards gets answered: worker processes on this machine, or Ray Data.
+
+Both answer with `read_commands.answer_chunk`, the function behind `digitlab predict --json`, so a
+record here is the record predict prints for the same input. Both yield (shard, records) as each
+shard completes; the caller commits the partition. Records of a Parquet shard are ordered by key
+(Ray reads a file's rows in no fixed order), those of loose files in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+
+from digitlab import reader
+from digitlab.cli.read_commands import (
+    CHUNK,
+    PARALLEL_MIN,
+    PredictOptions,
+    _answer_in_worker,
+    _init_worker,
+    answer_chunk,
+    usable_cpus,
+)
+from digitlab.errors import DigitlabError, ImageError
+from digitlab.scale.shards import SCALE_EXTRA, Shard, parquet_rows
+
+Tick = Callable[[int], None]  # told how many more inputs are answered, for the progress bar
+
+# Ray's CPU accounting. An actor asking a whole CPU would take every CPU of a small node, and the
+# read tasks (which ask for CPU too) would then wait forever ("backpressured"). Half a CPU per
+# actor and a quarter per read task let both run on a 1-CPU node; each actor computes on one
+# thread (the reader's ONNX session has intra_op_num_threads=1), so the real load is one core each.
+ACTOR_CPUS = 0.5
+READ_TASK_CPUS = 0.25
+OBJECT_STORE_MB = 512  # Ray's default takes ~30% of RAM; images in flight need far less
+
+
+def ordered(shard: Shard, numbered: list[tuple[int, dict]]) -> list[dict]:
+    """A shard's records in the order its partition keeps them."""
+    if shard.path:
+        return [r for _, r in sorted(numbered, key=lambda nr: (nr[1]["file"], nr[0]))]
+    return [r for _, r in sorted(numbered, key=lambda nr: nr[0])]
+
+
+def shard_tasks(shard: Shard) -> list[tuple[int, str, object]]:
+    """(n, name, source) per input, as answer_chunk takes them: a path, image bytes, or the error."""
+    if shard.path:
+        return [(n, key, data if data is not None else ImageError(f"{key}: no image bytes in {shard.name}"))
+                for n, (key, data) in enumerate(parquet_rows(shard))]
+    return [(n, name, ImageError(error) if error else path) for n, (name, path, error) in enumerate(shard.files)]
+
+
+# ---------------------------------------------------------------------------- local
+def local(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tick = lambda n: None
+          ) -> Iterator[tuple[Shard, list[dict]]]:
+    """Today's worker processes (one per core, each loading the model once), kept for the whole run;
+    a few inputs are read in this process."""
+    total = sum(s.count for s in shards)
+    jobs = min(jobs or usable_cpus(), max(total, 1))
+    pool = multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(options,)) \
+        if jobs > 1 and total >= PARALLEL_MIN else None
+    if pool is None:
+        model = reader.get_model(options.model)
+    try:
+        for shard in shards:
+            tasks = shard_tasks(shard)
+            chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+            parts = pool.imap(_answer_in_worker, chunks) if pool else (answer_chunk(c, model, options) for c in chunks)
+            records: list[dict] = []
+            for part in parts:
+                records.extend(part)
+                tick(len(part))
+            yield shard, ordered(shard, list(enumerate(records)))
+        if pool:
+            pool.close()
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+
+
+# ---------------------------------------------------------------------------- Ray
+class RayReader:
+    """Ray Data's callable class: one per actor, holding one model (one ONNX session, one thread)
+    for every batch the actor reads. Batches of loose files carry paths (read on the worker, from a
+    file system every node sees); batches of a Parquet shard carry the image bytes."""
+
+    def __init__(self, options: PredictOptions, key_column: str = "", image_column: str = "",
+                 shard_of: dict[str, str] | None = None) -> None:
+        self.model = reader.get_model(options.model)
+        self.options = options
+        self.key_column, self.image_column = key_column, image_column
+        self.shard_of = shard_of or {}
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        if self.image_column:  # a Parquet shard's rows: key, bytes, and the file they came from
+            names = [str(k) for k in batch[self.key_column]]
+            tasks = [(0, name, data if data is not None else ImageError(f"{name}: no image bytes"))
+                     for name, data in zip(names, batch[self.image_column], strict=True)]
+            shards = [self.shard_of[_local_path(p)] for p in batch["path"]]
+            numbers = [0] * len(names)
+        else:
+            tasks = [(int(n), str(name), ImageError(str(error)) if error else str(path))
+                     for n, name, path, error in zip(batch["n"], batch["file"], batch["path"], batch["error"],
+                                                     strict=True)]
+            shards, numbers = list(batch["shard"]), [int(n) for n in batch["n"]]
+        records = answer_chunk(tasks, self.model, self.options)
+        return {"shard": np.array(shards, dtype=object), "n": np.array(numbers, dtype=np.int64),
+                "json": np.array([json.dumps(r) for r in records], dtype=object)}
+
+
+def _local_path(path: str) -> str:
+    """Ray names a file it read with its file system's spelling; ours are absolute local paths."""
+    return path[len("file://"):] if path.startswith("file://") else (path if path.startswith("/") else "/" + path)
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise DigitlabError(f"--engine ray needs Ray: {SCALE_EXTRA}") from None
+    return ray
+
+
+def start_ray(address: str | None, cpus: int = 0) -> bool:
+    """Connects to the cluster at `address`, or starts Ray on this machine; True if this call started
+    or joined it (and so should shut it down), False if this process was already connected."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False,
+             "configure_logging": True}
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=cpus or usable_cpus(), object_store_memory=OBJECT_STORE_MB * 1024 * 1024, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise DigitlabError(f"Ray: cannot {'connect to ' + address if address else 'start'} "
+                            f"({str(e).splitlines()[0]})") from None
+    return True
+
+
+def _quiet_ray_data() -> None:
+    """Our progress bar, not Ray Data's per-operator bars and execution logs."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tick = lambda n: None
+               ) -> Iterator[tuple[Shard, list[dict]]]:
+    """One Ray Data pipeline for all the shards: loose files and Parquet shards read in parallel,
+    `map_batches(RayReader)` on an actor pool (one actor per CPU of the cluster, or `jobs`), answers
+    streamed back here, where each shard's partition is handed over once all its answers are in.
+    Ray must be started (start_ray)."""
+    ray = import_ray()
+    from ray.data import ActorPoolStrategy
+
+    _quiet_ray_data()
+    size = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    compute = {"batch_size": CHUNK, "compute": ActorPoolStrategy(size=size), "num_cpus": ACTOR_CPUS,
+               "batch_format": "numpy"}
+    by_key = {s.key: s for s in shards}
+    datasets = []
+    files = [s for s in shards if not s.path]
+    if files:
+        items = [{"shard": s.key, "n": n, "file": name, "path": path, "error": error}
+                 for s in files for n, (name, path, error) in enumerate(s.files)]
+        # names only travel through the object store; the images are read by the actors
+        blocks = max(1, min(len(items) // CHUNK, 4 * size * 8))
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        datasets.append(ds.map_batches(RayReader, fn_constructor_kwargs={"options": options}, **compute))
+    groups: dict[tuple[str, str], list[Shard]] = {}
+    for s in shards:
+        if s.path:
+            groups.setdefault((s.key_column, s.image_column), []).append(s)
+    for (key_column, image_column), group in groups.items():
+        ds = ray.data.read_parquet([s.path for s in group], columns=[key_column, image_column], include_paths=True,
+                                   ray_remote_args={"num_cpus": READ_TASK_CPUS})
+        datasets.append(ds.map_batches(RayReader, fn_constructor_kwargs={
+            "options": options, "key_column": key_column, "image_column": image_column,
+            "shard_of": {s.path: s.key for s in group}}, **compute))
+    if not datasets:
+        return
+    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+    waiting: dict[str, list[tuple[int, dict]]] = {s.key: [] for s in shards if s.count}
+    for s in shards:
+        if not s.count:  # an empty Parquet shard: nothing will come back for it
+            yield s, []
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            touched = set()
+            for key, n, line in zip(batch["shard"], batch["n"], batch["json"], strict=True):
+                waiting[key].append((int(n), json.loads(line)))
+                touched.add(key)
+            tick(len(batch["json"]))
+            for key in touched:
+                if len(waiting[key]) == by_key[key].count:
+                    yield by_key[key], ordered(by_key[key], waiting.pop(key))
+    except ray.exceptions.RayError as e:
+        raise DigitlabError(f"the Ray job failed: {_first_line(e)}") from None
+    if waiting:
+        raise DigitlabError(f"Ray returned fewer answers than inputs for {len(waiting)} shard(s), "
+                            f"e.g. {by_key[next(iter(waiting))].name}")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
