@@ -2,8 +2,8 @@
 
 Both answer with `read_commands.answer_chunk`, the function behind `digitlab predict --json`, so a
 record here is the record predict prints for the same input. Both yield (shard, records) as each
-shard completes; the caller commits the partition. Records of a Parquet shard are ordered by key
-(Ray reads a file's rows in no fixed order), those of loose files in input order.
+shard completes; the caller commits the partition, its records in input order (a Parquet shard's
+row order, or the order the loose files were given in).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from digitlab.cli.read_commands import (
     usable_cpus,
 )
 from digitlab.errors import DigitlabError, ImageError
-from digitlab.scale.shards import SCALE_EXTRA, Shard, parquet_rows
+from digitlab.scale.shards import SCALE_EXTRA, Shard, missing_image, parquet_rows
 
 Tick = Callable[[int], None]  # told how many more inputs are answered, for the progress bar
 
@@ -37,17 +37,10 @@ READ_TASK_CPUS = 0.25
 OBJECT_STORE_MB = 512  # Ray's default takes ~30% of RAM; images in flight need far less
 
 
-def ordered(shard: Shard, numbered: list[tuple[int, dict]]) -> list[dict]:
-    """A shard's records in the order its partition keeps them."""
-    if shard.path:
-        return [r for _, r in sorted(numbered, key=lambda nr: (nr[1]["file"], nr[0]))]
-    return [r for _, r in sorted(numbered, key=lambda nr: nr[0])]
-
-
 def shard_tasks(shard: Shard) -> list[tuple[int, str, object]]:
     """(n, name, source) per input, as answer_chunk takes them: a path, image bytes, or the error."""
     if shard.path:
-        return [(n, key, data if data is not None else ImageError(f"{key}: no image bytes in {shard.name}"))
+        return [(n, key, data if data is not None else ImageError(missing_image(key, shard)))
                 for n, (key, data) in enumerate(parquet_rows(shard))]
     return [(n, name, ImageError(error) if error else path) for n, (name, path, error) in enumerate(shard.files)]
 
@@ -72,7 +65,7 @@ def local(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tic
             for part in parts:
                 records.extend(part)
                 tick(len(part))
-            yield shard, ordered(shard, list(enumerate(records)))
+            yield shard, records
         if pool:
             pool.close()
     finally:
@@ -84,38 +77,32 @@ def local(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tic
 # ---------------------------------------------------------------------------- Ray
 class RayReader:
     """Ray Data's callable class: one per actor, holding one model (one ONNX session, one thread)
-    for every batch the actor reads. Batches of loose files carry paths (read on the worker, from a
-    file system every node sees); batches of a Parquet shard carry the image bytes."""
+    for every batch the actor reads. A row is an input: its image bytes (from a Parquet shard), or
+    the path of a loose file (read here, from a file system every node sees), or its error."""
 
-    def __init__(self, options: PredictOptions, key_column: str = "", image_column: str = "",
-                 shard_of: dict[str, str] | None = None) -> None:
+    def __init__(self, options: PredictOptions) -> None:
         self.model = reader.get_model(options.model)
         self.options = options
-        self.key_column, self.image_column = key_column, image_column
-        self.shard_of = shard_of or {}
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        if self.image_column:  # a Parquet shard's rows: key, bytes, and the file they came from
-            names = [str(k) for k in batch[self.key_column]]
-            tasks = [(0, name, data if data is not None else ImageError(f"{name}: no image bytes"))
-                     for name, data in zip(names, batch[self.image_column], strict=True)]
-            shards = [self.shard_of[_local_path(p)] for p in batch["path"]]
-            numbers = [0] * len(names)
-        else:
-            tasks = [(int(n), str(name), ImageError(str(error)) if error else str(path))
-                     for n, name, path, error in zip(batch["n"], batch["file"], batch["path"], batch["error"],
-                                                     strict=True)]
-            shards, numbers = list(batch["shard"]), [int(n) for n in batch["n"]]
+        # a loose file has a path (its image column is empty), a Parquet row its bytes and no path
+        tasks = [(int(n), str(name), ImageError(str(error)) if error else (str(path) if path else bytes(image)))
+                 for n, name, path, error, image in zip(batch["n"], batch["file"], batch["path"], batch["error"],
+                                                        batch["image"], strict=True)]
         records = answer_chunk(tasks, self.model, self.options)
-        return {"shard": np.array(shards, dtype=object), "n": np.array(numbers, dtype=np.int64),
+        return {"shard": batch["shard"], "n": batch["n"],
                 "json": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
-def _local_path(path: str) -> str:
-    """Ray names a file it read with its file system's spelling; ours are absolute local paths."""
-    return path[len("file://"):] if path.startswith("file://") else (path if path.startswith("/") else "/" + path)
+def read_row_group(item: dict) -> list[dict]:
+    """A read task: one row group of a Parquet shard -> its rows, as RayReader takes them."""
+    shard = Shard(key=item["shard"], name=item["name"], path=item["path"], key_column=item["key_column"],
+                  image_column=item["image_column"])
+    return [{"shard": shard.key, "n": item["first"] + i, "file": key, "path": "",
+             "error": "" if data is not None else missing_image(key, shard), "image": data or b""}
+            for i, (key, data) in enumerate(parquet_rows(shard, item["group"]))]
 
 
 def import_ray():
@@ -153,8 +140,8 @@ def _quiet_ray_data() -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("ray", "ray.data"):  # "progress bars disabled" is a warning, and our choice
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tick = lambda n: None
@@ -172,31 +159,26 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
                "batch_format": "numpy"}
     by_key = {s.key: s for s in shards}
     datasets = []
-    files = [s for s in shards if not s.path]
-    if files:
-        items = [{"shard": s.key, "n": n, "file": name, "path": path, "error": error}
-                 for s in files for n, (name, path, error) in enumerate(s.files)]
-        # names only travel through the object store; the images are read by the actors
-        blocks = max(1, min(len(items) // CHUNK, 4 * size * 8))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
-        datasets.append(ds.map_batches(RayReader, fn_constructor_kwargs={"options": options}, **compute))
-    groups: dict[tuple[str, str], list[Shard]] = {}
-    for s in shards:
-        if s.path:
-            groups.setdefault((s.key_column, s.image_column), []).append(s)
-    for (key_column, image_column), group in groups.items():
-        ds = ray.data.read_parquet([s.path for s in group], columns=[key_column, image_column], include_paths=True,
-                                   ray_remote_args={"num_cpus": READ_TASK_CPUS})
-        datasets.append(ds.map_batches(RayReader, fn_constructor_kwargs={
-            "options": options, "key_column": key_column, "image_column": image_column,
-            "shard_of": {s.path: s.key for s in group}}, **compute))
-    if not datasets:
-        return
-    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    waiting: dict[str, list[tuple[int, dict]]] = {s.key: [] for s in shards if s.count}
+    files = [{"shard": s.key, "n": n, "file": name, "path": path, "error": error, "image": b""}
+             for s in shards if not s.path for n, (name, path, error) in enumerate(s.files)]
+    if files:  # names only travel through the object store; the actors read the images
+        blocks = max(1, min(len(files) // CHUNK, 32 * size))
+        datasets.append(ray.data.from_items(files, override_num_blocks=blocks))
+    # Parquet shards: the driver read only their footers; read tasks on the cluster read a row group each
+    groups = [{"shard": s.key, "name": s.name, "path": s.path, "key_column": s.key_column,
+               "image_column": s.image_column, "group": g, "first": sum(s.row_groups[:g])}
+              for s in shards if s.path for g in range(len(s.row_groups))]
+    if groups:
+        units = ray.data.from_items(groups, override_num_blocks=len(groups))
+        datasets.append(units.flat_map(read_row_group, num_cpus=READ_TASK_CPUS))
     for s in shards:
         if not s.count:  # an empty Parquet shard: nothing will come back for it
             yield s, []
+    if not datasets:
+        return
+    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+    ds = ds.map_batches(RayReader, fn_constructor_kwargs={"options": options}, **compute)
+    waiting: dict[str, list[tuple[int, dict]]] = {s.key: [] for s in shards if s.count}
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
             touched = set()
@@ -206,7 +188,7 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
             tick(len(batch["json"]))
             for key in touched:
                 if len(waiting[key]) == by_key[key].count:
-                    yield by_key[key], ordered(by_key[key], waiting.pop(key))
+                    yield by_key[key], [r for _, r in sorted(waiting.pop(key), key=lambda nr: nr[0])]
     except ray.exceptions.RayError as e:
         raise DigitlabError(f"the Ray job failed: {_first_line(e)}") from None
     if waiting:

@@ -48,6 +48,7 @@ class Shard:
     key_column: str = ""
     image_column: str = ""
     rows: int = 0
+    row_groups: list[int] = field(default_factory=list)  # rows per row group: the unit a read task reads
 
     @property
     def count(self) -> int:
@@ -134,7 +135,8 @@ def parquet_shard(path: str, key_column: str | None = None, image_column: str | 
         raise DigitlabError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
     schema = meta.schema_arrow
     binary = [f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
-    image = image_column or (IMAGE_COLUMN if IMAGE_COLUMN in schema.names else (binary[0] if len(binary) == 1 else None))
+    default = IMAGE_COLUMN if IMAGE_COLUMN in schema.names else (binary[0] if len(binary) == 1 else None)
+    image = image_column or default
     if image not in binary:
         raise DigitlabError(f"{path}: no image-bytes column {image_column or IMAGE_COLUMN!r} "
                             f"(binary columns: {', '.join(binary) or 'none'}); name it with --image-column")
@@ -143,15 +145,25 @@ def parquet_shard(path: str, key_column: str | None = None, image_column: str | 
         raise DigitlabError(f"{path}: no key column ({key_column or ', '.join(KEY_COLUMNS)}) naming each image; "
                             f"name it with --key-column")
     resolved = str(Path(path).resolve())
+    groups = [meta.metadata.row_group(i).num_rows for i in range(meta.metadata.num_row_groups)]
     return Shard(key=_digest("parquet", resolved, str(os.path.getsize(path))), name=path, path=resolved,
-                 key_column=key, image_column=image, rows=meta.metadata.num_rows)
+                 key_column=key, image_column=image, rows=meta.metadata.num_rows, row_groups=groups)
 
 
-def parquet_rows(shard: Shard) -> list[tuple[str, bytes | None]]:
-    """(key, image bytes) of every row of a Parquet shard, in order (a null image stays None)."""
+def parquet_rows(shard: Shard, group: int | None = None) -> list[tuple[str, bytes | None]]:
+    """(key, image bytes) of the rows of a Parquet shard, or of one of its row groups, in order (a
+    null image stays None)."""
     pq = require_pyarrow()
-    table = pq.read_table(shard.path, columns=[shard.key_column, shard.image_column])
+    columns = [shard.key_column, shard.image_column]
+    if group is None:
+        table = pq.read_table(shard.path, columns=columns)
+    else:
+        table = pq.ParquetFile(shard.path).read_row_group(group, columns=columns)
     return list(zip((str(k) for k in table.column(0).to_pylist()), table.column(1).to_pylist(), strict=True))
+
+
+def missing_image(key: str, shard: Shard) -> str:
+    return f"{key}: no image bytes in {shard.name}"
 
 
 # ---------------------------------------------------------------------------- the output
