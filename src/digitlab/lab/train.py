@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitlab.lab import distributed
 from digitlab.lab.augment import NOT_ONE_DIGIT  # the label of an image that is not one digit
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -230,7 +231,14 @@ class Learner:
         # of which every epoch draws one per image.
         x, y = x.to(self.device), y.to(self.device)
         n = len(y)
-        self.n_batches = math.ceil(n / cfg.batch_size)
+        # Under DDP (lab/distributed.py) each rank trains on its share of every epoch's permutation, in
+        # batches of its share of batch_size: the ranks together take the steps one process would.
+        rank, world = distributed.world()
+        positions = distributed.shard_positions(n, rank, world)
+        per_rank, batch_size = (n, cfg.batch_size) if positions is None else \
+            (len(positions), math.ceil(cfg.batch_size / world))
+        model = distributed.wrap(self.net, self.device)
+        self.n_batches = math.ceil(per_rank / batch_size)
         self._start_schedule()
         self._call("on_train_begin")
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -239,24 +247,27 @@ class Learner:
             # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
             epoch_seed = cfg.seed * 1000 + self.epoch
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).to(self.device)
-            generator = torch.Generator().manual_seed(epoch_seed + 500)
-            torch.manual_seed(epoch_seed + 700)
+            generator = torch.Generator().manual_seed(epoch_seed + 500 + distributed.RANK_SEED * rank)
+            torch.manual_seed(epoch_seed + 700 + distributed.RANK_SEED * rank)
             train_mode(self.net)
             t0 = time.perf_counter()
-            if x.ndim == 5:
-                view = torch.randint(len(x), (n,), generator=generator).to(self.device)
+            view = torch.randint(len(x), (n,), generator=generator).to(self.device) if x.ndim == 5 else None
+            if positions is not None:
+                order = order[positions.to(self.device)]
+                view = view[positions.to(self.device)] if view is not None else None
+            if view is not None:
                 xs = x[view, order].contiguous(memory_format=layout)
             else:
                 xs = x[order].contiguous(memory_format=layout)
             ys = y[order]
             self._loss_sum, self._correct, self._seen, self._digits = 0.0, 0, 0, 0
-            for self.batch, start in enumerate(range(0, n, cfg.batch_size), 1):
-                xb, yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
+            for self.batch, start in enumerate(range(0, per_rank, batch_size), 1):
+                xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
                 if cfg.augment:
                     xb = random_affine(xb, cfg.augment, generator).contiguous(memory_format=layout)
                 soft = soft_targets(self.teachers, xb, cfg.precision) if self.teachers else None
                 with autocast(x.device, cfg.precision):
-                    logits = self.net(xb).float()
+                    logits = model(xb).float()
                 loss = training_loss(logits, yb, cfg, soft)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -269,9 +280,12 @@ class Learner:
                 self._call("on_batch_end")
             elapsed = time.perf_counter() - t0
             self.train_time += elapsed
+            if world > 1:  # the epoch's figures over every rank's images
+                self._loss_sum, self._correct, self._seen, self._digits = distributed.sum_across(
+                    self._loss_sum, self._correct, self._seen, self._digits)
             record = {"epoch": self.epoch + 1, "train_loss": self.running_loss, "train_acc": self.running_acc,
                       "lr": self.optimizer.param_groups[0]["lr"], "time": elapsed}
-            if x_val is not None and len(x_val):
+            if x_val is not None and len(x_val) and rank == 0:  # only rank 0 keeps the history
                 record["val_loss"], record["val_acc"] = evaluate_loss(self.net, x_val, y_val)
             self.history.append(record)
             self._call("on_epoch_end")
