@@ -45,6 +45,19 @@ def shard_tasks(shard: Shard) -> list[tuple[int, str, object]]:
     return [(n, name, ImageError(error) if error else path) for n, (name, path, error) in enumerate(shard.files)]
 
 
+BYTES_NAME = "input bytes: "  # how reader.image.load names bytes in its errors
+
+
+def named(records: list[dict]) -> list[dict]:
+    """The reader names an image it got as bytes "input bytes" in its errors; a Parquet row's error
+    names its key instead, as predict's error names the file (the same image read as a file and
+    from a shard then has the same error, but for the name)."""
+    for r in records:
+        if r.get("error", "").startswith(BYTES_NAME):
+            r["error"] = f"{r['file']}: {r['error'][len(BYTES_NAME):]}"
+    return records
+
+
 # ---------------------------------------------------------------------------- local
 def local(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tick = lambda n: None
           ) -> Iterator[tuple[Shard, list[dict]]]:
@@ -65,7 +78,7 @@ def local(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick: Tic
             for part in parts:
                 records.extend(part)
                 tick(len(part))
-            yield shard, records
+            yield shard, named(records)
         if pool:
             pool.close()
     finally:
@@ -188,7 +201,7 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
             tick(len(batch["json"]))
             for key in touched:
                 if len(waiting[key]) == by_key[key].count:
-                    yield by_key[key], [r for _, r in sorted(waiting.pop(key), key=lambda nr: nr[0])]
+                    yield by_key[key], named([r for _, r in sorted(waiting.pop(key), key=lambda nr: nr[0])])
     except ray.exceptions.RayError as e:
         raise DigitlabError(f"the Ray job failed: {_first_line(e)}") from None
     if waiting:
