@@ -24,7 +24,7 @@ from digitlab.cli.read_commands import (
     usable_cpus,
 )
 from digitlab.errors import DigitlabError, ImageError
-from digitlab.scale.shards import SCALE_EXTRA, Shard, missing_image, parquet_rows
+from digitlab.scale.shards import SCALE_EXTRA, Shard, missing_image, parquet_rows, read_units
 
 Tick = Callable[[int], None]  # told how many more inputs are answered, for the progress bar
 
@@ -113,9 +113,10 @@ def read_row_group(item: dict) -> list[dict]:
     """A read task: one row group of a Parquet shard -> its rows, as RayReader takes them."""
     shard = Shard(key=item["shard"], name=item["name"], path=item["path"], key_column=item["key_column"],
                   image_column=item["image_column"])
+    rows = parquet_rows(shard, item["group"], item["start"], item["stop"])
     return [{"shard": shard.key, "n": item["first"] + i, "file": key, "path": "",
              "error": "" if data is not None else missing_image(key, shard), "image": data or b""}
-            for i, (key, data) in enumerate(parquet_rows(shard, item["group"]))]
+            for i, (key, data) in enumerate(rows)]
 
 
 def import_ray():
@@ -177,10 +178,10 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
     if files:  # names only travel through the object store; the actors read the images
         blocks = max(1, min(len(files) // CHUNK, 32 * size))
         datasets.append(ray.data.from_items(files, override_num_blocks=blocks))
-    # Parquet shards: the driver read only their footers; read tasks on the cluster read a row group each
+    # Parquet shards: the driver read only their footers; read tasks on the cluster read a piece each
     groups = [{"shard": s.key, "name": s.name, "path": s.path, "key_column": s.key_column,
-               "image_column": s.image_column, "group": g, "first": sum(s.row_groups[:g])}
-              for s in shards if s.path for g in range(len(s.row_groups))]
+               "image_column": s.image_column, "group": g, "start": start, "stop": stop, "first": first}
+              for s in shards if s.path for g, start, stop, first in read_units(s)]
     if groups:
         units = ray.data.from_items(groups, override_num_blocks=len(groups))
         datasets.append(units.flat_map(read_row_group, num_cpus=READ_TASK_CPUS))

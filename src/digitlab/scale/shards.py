@@ -21,6 +21,7 @@ from digitlab.files import atomic_write_bytes, atomic_write_json, read_json
 
 FILES_PER_SHARD = 1000  # loose files per shard: a partition per ~1,000 answers keeps a rerun's loss small
 PACK_SHARD_MB = 100.0  # Parquet shards of about this much image data (the issue's size for cluster reading)
+READ_UNIT_ROWS = 256  # rows per Ray read task (and per row group of a packed shard): 8 batches of 32
 KEY_COLUMNS = ("key", "file", "path")  # what names a row in an image Parquet file, in this order
 IMAGE_COLUMN = "image"
 MANIFEST = "_digitlab.json"  # the options the answers were made with; "_" so Parquet readers skip it
@@ -150,16 +151,30 @@ def parquet_shard(path: str, key_column: str | None = None, image_column: str | 
                  key_column=key, image_column=image, rows=meta.metadata.num_rows, row_groups=groups)
 
 
-def parquet_rows(shard: Shard, group: int | None = None) -> list[tuple[str, bytes | None]]:
-    """(key, image bytes) of the rows of a Parquet shard, or of one of its row groups, in order (a
-    null image stays None)."""
+def parquet_rows(shard: Shard, group: int | None = None, start: int = 0, stop: int | None = None
+                 ) -> list[tuple[str, bytes | None]]:
+    """(key, image bytes) of the rows of a Parquet shard, or of rows start:stop of one of its row
+    groups, in order (a null image stays None)."""
     pq = require_pyarrow()
     columns = [shard.key_column, shard.image_column]
     if group is None:
         table = pq.read_table(shard.path, columns=columns)
     else:
         table = pq.ParquetFile(shard.path).read_row_group(group, columns=columns)
+        table = table.slice(start, (stop if stop is not None else table.num_rows) - start)
     return list(zip((str(k) for k in table.column(0).to_pylist()), table.column(1).to_pylist(), strict=True))
+
+
+def read_units(shard: Shard) -> list[tuple[int, int, int, int]]:
+    """(row group, start, stop, index of its first row in the shard): the pieces a Parquet shard is
+    read in on a cluster, of at most READ_UNIT_ROWS rows. A bigger row group (a Parquet file not made
+    by `pack`) is read once per piece: more I/O, but all actors busy."""
+    units, first = [], 0
+    for group, rows in enumerate(shard.row_groups):
+        for start in range(0, rows, READ_UNIT_ROWS):
+            units.append((group, start, min(rows, start + READ_UNIT_ROWS), first + start))
+        first += rows
+    return units
 
 
 def missing_image(key: str, shard: Shard) -> str:
@@ -270,8 +285,9 @@ def pack(folder: str | os.PathLike, out: str | os.PathLike, shard_mb: float = PA
     def flush(keys: list[str], blobs: list[bytes]) -> None:
         table = pa.table({"key": pa.array(keys, pa.string()), "image": pa.array(blobs, pa.binary())})
         sink = pa.BufferOutputStream()
-        # images are compressed already; row groups of ~1,000 let a reader split a shard
-        pq.write_table(table, sink, compression="none", row_group_size=1000)
+        # images are compressed already. A row group is what a Ray read task reads, and a block goes to
+        # one actor: groups of READ_UNIT_ROWS spread a shard over the cluster's actors.
+        pq.write_table(table, sink, compression="none", row_group_size=READ_UNIT_ROWS)
         written.append(atomic_write_bytes(out / f"images-{len(written):05d}.parquet", sink.getvalue().to_pybytes()))
 
     for keys, blobs in _groups(root, files, int(shard_mb * 1024 * 1024)):
