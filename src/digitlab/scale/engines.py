@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import signal
+import threading
 from collections.abc import Callable, Iterator
 
 from digitlab import reader
@@ -144,6 +146,11 @@ def start_ray(address: str | None, cpus: int = 0) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise DigitlabError(f"Ray: cannot {'connect to ' + address if address else 'start'} "
                             f"({str(e).splitlines()[0]})") from None
+    if threading.current_thread() is threading.main_thread():
+        # Ray's core worker takes SIGINT over at the C level: Ctrl-C then stalled the job instead of
+        # stopping it. Python's handler back: Ctrl-C raises KeyboardInterrupt, the committed
+        # partitions stay, and the rerun goes on from them.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return True
 
 
