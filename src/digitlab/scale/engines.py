@@ -143,9 +143,10 @@ def start_ray(address: str | None, cpus: int = 0) -> bool:
             ray.init(address=address, **quiet)
         else:
             ray.init(num_cpus=cpus or usable_cpus(), object_store_memory=OBJECT_STORE_MB * 1024 * 1024, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # Ray raises bare Exceptions too (a node that timed out during startup)
+        ray.shutdown()  # the processes a half-done start left behind
         raise DigitlabError(f"Ray: cannot {'connect to ' + address if address else 'start'} "
-                            f"({str(e).splitlines()[0]})") from None
+                            f"({_message(e)})") from None
     if threading.current_thread() is threading.main_thread():
         # Ray's core worker takes SIGINT over at the C level: Ctrl-C then stalled the job instead of
         # stopping it. Python's handler back: Ctrl-C raises KeyboardInterrupt, the committed
@@ -211,13 +212,14 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
                 if len(waiting[key]) == by_key[key].count:
                     yield by_key[key], named([r for _, r in sorted(waiting.pop(key), key=lambda nr: nr[0])])
     except ray.exceptions.RayError as e:
-        raise DigitlabError(f"the Ray job failed: {_first_line(e)}") from None
+        raise DigitlabError(f"the Ray job failed: {_message(e)}") from None
     if waiting:
         raise DigitlabError(f"Ray returned fewer answers than inputs for {len(waiting)} shard(s), "
                             f"e.g. {by_key[next(iter(waiting))].name}")
 
 
-def _first_line(error: BaseException) -> str:
+def _message(error: BaseException) -> str:
+    """The line of an exception that says what went wrong (Ray puts it last, after its context)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
 
