@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(dataset-fashion-mnist chromium chromium-driver)
+APT_PACKAGES=(dataset-fashion-mnist chromium chromium-driver wrk)  # wrk: benchmarks/load.py
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -69,8 +69,8 @@ def main() -> None:
 
     from digitlab.data import load
     from digitlab.lab.export import export
+    from digitlab.lab.loop import to_tensor
     from digitlab.lab.models import load as load_model
-    from digitlab.lab.train import to_tensor
     from digitlab.reader.infer import OnnxModel
 
     x_test, y_test = load("mnist", "test")

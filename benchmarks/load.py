@@ -1,16 +1,20 @@
-"""Load test of `digitlab serve` with wrk, beside the old standard-library server, on loopback only.
+"""Load test of `digitlab serve` with wrk, beside a naive FastAPI + onnxruntime server, on loopback only.
 
     python benchmarks/load.py                       # both servers, 1 and 32 connections, 20 s each
     python benchmarks/load.py --memory-requests 100000 --memory-time 600
+    python benchmarks/load.py --server granian      # digitlab's app under granian instead of uvicorn
 
-Each server runs in its own process; wrk (Debian package `wrk`) drives it from another, so the Python
+Each server runs in its own processes; wrk (Debian package `wrk`) drives it from another, so the Python
 client does not measure itself. The request is a 280x280 canvas PNG of a real MNIST test digit (the
-pad's size), POSTed as raw image/png (both servers take it) and, for the new one, as a multipart upload
-too. Every run is bounded by its duration; the memory phase stops at --memory-requests or --memory-time,
-whichever comes first, and says how many requests it drove.
+pad's size), POSTed as raw image/png (both servers take it) and, for digitlab, as a multipart upload
+too. The baseline (`naive_server.py`: two uvicorn workers, Pillow resize to 28x28, one network call per
+request) runs in the same invocation, so the ratio compares like with like on a shared machine.
+`digitlab serve` runs with its default settings (one worker per core) unless --workers is given.
 
 Prints requests/s, p50/p99 latency, errors (socket errors + non-2xx) and the server's resident memory
-(all its processes) before and after, then one JSON line with everything.
+(all its processes) before and after, the load average before and after, the req/s ratio at the most
+connections, then one JSON line with everything. The memory phase stops at --memory-requests or
+--memory-time, whichever comes first, and says how many requests it drove.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from PIL import Image
 from _cpu import print_cpu
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINE_COMMIT = "cd8225f"  # the last commit with the stdlib ThreadingHTTPServer service
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 LUA = """
@@ -72,6 +75,22 @@ def multipart(data: bytes, boundary: str = "digitlabbenchmarkboundary") -> tuple
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def reader_alone(data: bytes, n: int = 200) -> float:
+    """The reader's own work on one request's image, in this process on one thread (decode, preprocess,
+    network, as the service does it), median ms: the floor under any server's CPU per request."""
+    sys.path.insert(0, str(REPO / "src"))
+    from digitlab import reader
+    from digitlab.serve.config import ServeConfig
+    from digitlab.serve.work import picture
+
+    model, cfg, times = reader.bundled(), ServeConfig(), []
+    for _ in range(n):
+        start = time.perf_counter()
+        reader.classify(picture(data, cfg), model=model)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,6 +111,33 @@ def rss_bytes(pid: int) -> int:
         except FileNotFoundError:
             pass
     return total
+
+
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants: what a request costs the
+    server, a measure that other jobs on a shared machine disturb far less than requests/s."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / tick
 
 
 class Served:
@@ -121,28 +167,38 @@ class Served:
             self.proc.wait()
 
 
-def new_server(workers: int, tmp: Path) -> Served:
+def digitlab_server(workers: int | None, server: str, tmp: Path, extra: list[str]) -> Served:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    argv = [sys.executable, "-m", "digitlab.cli", "serve", "--port", str(port), "--workers", str(workers),
-            "--feedback-db", str(tmp / "feedback.sqlite3"), "--log-level", "error"]
+    if server == "granian":
+        sys.path.insert(0, str(REPO / "src"))
+        from digitlab.serve.config import ENV, ServeConfig
+
+        env[ENV] = ServeConfig(feedback_db=str(tmp / "feedback.sqlite3")).to_env()
+        argv = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers or len(os.sched_getaffinity(0))),
+                "--log-level", "error", "digitlab.serve.app:app_from_env"]
+    else:
+        argv = [sys.executable, "-m", "digitlab.cli", "serve", "--port", str(port),
+                "--feedback-db", str(tmp / "feedback.sqlite3"), "--log-level", "error"]
+        argv += ["--workers", str(workers)] if workers else []  # default: the service's own (one per core)
+        argv += extra
     served = Served(argv, f"http://127.0.0.1:{port}", env)
     served.wait("/readyz")
-    if workers > 1:
-        time.sleep(2.0)  # /readyz answered by one worker: give the others time to load their model
+    time.sleep(2.0)  # /readyz answered by one worker: give the others time to load their model
     return served
 
 
-def old_server(tmp: Path) -> Served:
-    """The stdlib server as it was at BASELINE_COMMIT, run against today's reader."""
-    code = subprocess.run(["git", "-C", str(REPO), "show", f"{BASELINE_COMMIT}:src/digitlab/serve/__init__.py"],
-                          capture_output=True, text=True, check=True).stdout
-    (tmp / "old_serve.py").write_text(code)
+def naive_server(tmp: Path) -> Served:
+    """benchmarks/naive_server.py on two uvicorn workers, the bundled model."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO / 'src'}"}
-    script = f"import old_serve; s = old_serve.make_server('127.0.0.1', {port}, quiet=True); s.serve_forever()"
-    served = Served([sys.executable, "-c", script], f"http://127.0.0.1:{port}", env)
-    served.wait("/api/health")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent),
+           "NAIVE_MODEL": str(REPO / "src" / "digitlab" / "reader" / "assets" / "digit-model.onnx")}
+    argv = [sys.executable, "-m", "uvicorn", "naive_server:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "2", "--log-level", "error", "--no-access-log"]
+    served = Served(argv, f"http://127.0.0.1:{port}", env)
+    served.wait("/docs")
+    time.sleep(2.0)
     return served
 
 
@@ -174,66 +230,93 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20, help="per wrk run")
     parser.add_argument("--connections", default="1,32", help="comma-separated")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="uvicorn workers of the new server")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="digitlab's worker processes (default: digitlab serve's own default, one per core)")
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn",
+                        help="the ASGI server digitlab's app runs on (uvicorn: `digitlab serve` itself)")
     parser.add_argument("--memory-requests", type=int, default=0, help="requests of the memory phase (0: skip it)")
     parser.add_argument("--memory-time", type=float, default=300, help="time cap of the memory phase, seconds")
-    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the naive server")
+    parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                        help="an extra `digitlab serve` argument (repeat), e.g. --serve-arg=--batch-wait-ms=0")
+    parser.add_argument("--no-multipart", action="store_true", help="only raw PNG bodies")
     args = parser.parse_args()
     if not Path(WRK).exists():
         sys.exit("load.py: wrk not found (Debian package 'wrk')")
     connections = [int(c) for c in args.connections.split(",")]
     data, label = canvas_png()
-    rows, report = [], {"cpu": cpu, "cores": os.cpu_count(), "image_bytes": len(data), "runs": []}
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
+          f"({len(os.sched_getaffinity(0))} usable cores)", flush=True)
+    report = {"cpu": cpu, "cores": os.cpu_count(), "image_bytes": len(data), "load_before": load_before,
+              "runs": [], "reader_alone_ms": reader_alone(data)}
+    print(f"the reader alone, in process: {report['reader_alone_ms']:.2f} ms per canvas (median)", flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "digit.png").write_bytes(data)
         form, form_type = multipart(data)
         (tmp / "form.bin").write_bytes(form)
-        servers = [("fastapi", lambda: new_server(args.workers, tmp))]
+        digitlab = f"digitlab ({args.server})"
+        servers = [(digitlab, lambda: digitlab_server(args.workers, args.server, tmp, args.serve_arg))]
         if not args.no_baseline:
-            servers.insert(0, ("stdlib (old)", lambda: old_server(tmp)))
+            servers.insert(0, ("naive", lambda: naive_server(tmp)))
         for name, start in servers:
             served = start()
             try:
-                cases = [("raw", "/api/predict" if name.startswith("stdlib") else "/v1/predict", "digit.png",
-                          "image/png")]
-                if name == "fastapi":
-                    cases.append(("multipart", "/v1/predict", "form.bin", form_type))
+                path = "/predict" if name == "naive" else "/v1/predict"
+                cases = [("raw", path, "digit.png", "image/png")]
+                if name != "naive" and not args.no_multipart:
+                    cases.append(("multipart", path, "form.bin", form_type))
                 for kind, path, body, ctype in cases:
                     check_answer(served.url + path, (tmp / body).read_bytes(), ctype, label)
                     wrk(served.url + path, tmp / body, ctype, 4, 2, tmp)  # warm-up, not counted
                     for c in connections:
-                        before = rss_bytes(served.proc.pid)
+                        before, cpu_before = rss_bytes(served.proc.pid), cpu_seconds(served.proc.pid)
                         r = wrk(served.url + path, tmp / body, ctype, c, args.seconds, tmp)
-                        after = rss_bytes(served.proc.pid)
+                        after, cpu_after = rss_bytes(served.proc.pid), cpu_seconds(served.proc.pid)
+                        r["cpu_ms_per_request"] = 1000 * (cpu_after - cpu_before) / max(1, r["requests"])
                         run = {"server": name, "body": kind, "connections": c, **r,
                                "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20}
                         report["runs"].append(run)
-                        rows.append(run)
-                        print(f"{name:<13} {kind:<9} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                        print(f"{name:<18} {kind:<9} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                               f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']:<5} "
+                              f"server CPU {r['cpu_ms_per_request']:5.2f} ms/req  "
                               f"rss {before / 2**20:6.1f} -> {after / 2**20:6.1f} MB", flush=True)
-                if name == "fastapi" and args.memory_requests:
+                if name != "naive" and args.memory_requests:
                     report["memory"] = memory_phase(served, tmp, form_type, args)
             finally:
                 served.stop()
+    report["load_after"] = load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    most = max(connections)
+    rps = {r["server"]: r["rps"] for r in report["runs"] if r["body"] == "raw" and r["connections"] == most}
+    if "naive" in rps and digitlab in rps:
+        report["ratio"] = rps[digitlab] / rps["naive"]
+        print(f"ratio at {most} connections, raw PNG: {digitlab} {rps[digitlab]:.0f} req/s / naive "
+              f"{rps['naive']:.0f} req/s = {report['ratio']:.2f}x")
+        cpu = {r["server"]: r["cpu_ms_per_request"] for r in report["runs"]
+               if r["body"] == "raw" and r["connections"] == most}
+        print(f"server CPU per request at {most} connections: {digitlab} {cpu[digitlab]:.2f} ms, naive "
+              f"{cpu['naive']:.2f} ms")
     print(json.dumps(report))
 
 
 def memory_phase(served: Served, tmp: Path, form_type: str, args) -> dict:
     """Drives multipart uploads until --memory-requests are done (or --memory-time passes)."""
     before = rss_bytes(served.proc.pid)
-    done, errors, start = 0, 0, time.monotonic()
+    done, errors, sockets, statuses, start = 0, 0, 0, 0, time.monotonic()
     while done < args.memory_requests and time.monotonic() - start < args.memory_time:
         left = args.memory_time - (time.monotonic() - start)
         r = wrk(served.url + "/v1/predict", tmp / "form.bin", form_type, 32, max(1.0, min(30.0, left)), tmp)
         done, errors = done + r["requests"], errors + r["errors"]
+        sockets, statuses = sockets + r["socket_errors"], statuses + r["non_2xx"]
     after = rss_bytes(served.proc.pid)
     growth = (after - before) / before
-    print(f"memory: {done:,} requests in {time.monotonic() - start:.0f} s, errors {errors}, rss "
-          f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)", flush=True)
-    return {"requests": done, "errors": errors, "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
-            "growth": growth}
+    print(f"memory: {done:,} requests in {time.monotonic() - start:.0f} s, errors {errors} (socket {sockets}, "
+          f"non-2xx {statuses}), rss {before / 2**20:.1f} -> {after / 2**20:.1f} MB ({100 * growth:+.1f}%)",
+          flush=True)
+    return {"requests": done, "errors": errors, "socket_errors": sockets, "non_2xx": statuses,
+            "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20, "growth": growth}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from _cpu import print_cpu
 from digitlab.lab.experiment import make_model
-from digitlab.lab.train import autocast, resolve_precision
+from digitlab.lab.precision import autocast, resolve_precision
 
 
 def stepper(family: str, precision: str, channels_last: bool):

@@ -27,7 +27,10 @@ from digitlab import reader
 from digitlab.data import load
 from digitlab.reader.image import load as load_image
 from digitlab.reader.preprocess import PreprocessConfig, resize_only
+from digitlab.reader.recognize import SURE
 from digitlab.testing.corpus import (
+    FORM_CATEGORIES,
+    FORM_ROW_CATEGORIES,
     ROW_CATEGORIES,
     SINGLE_CATEGORIES,
     make_suite,
@@ -118,67 +121,103 @@ def main() -> None:
                          n_phone=args.phones, seed=args.seed)
     print(f"suite: {len(samples)} images generated in {time.perf_counter() - t0:.0f}s (seed {args.seed})")
 
-    # -- single digits, per category
+    # -- single digits, per category: read right (the best guess), and the decision's honesty
     singles = [s for s in samples if s.kind == "single"]
     results = [reader.classify(s.data, model) for s in singles]
     truth = np.array([int(s.truth) for s in singles])
-    labels = np.array([-1 if r["label"] is None else r["label"] for r in results])
+    labels = np.array([-1 if r["guess"] is None else r["guess"] for r in results])
     conf = np.array([r["confidence"] for r in results])
     status = np.array([r["status"] for r in results])
-    print(f"\nsingle digits ({len(singles)}): {pct(float((labels == truth).mean()))}")
-    print(f"  {'category':<20} {'n':>5} {'accuracy':>9} {'no digit':>9} {'not digit':>10}")
-    for category in (*SINGLE_CATEGORIES, "photo12mp"):
+    ok = status == "ok"
+    right = labels == truth
+    print(f"\nsingle digits ({len(singles)}): read right {pct(float(right.mean()))}; answered ok "
+          f"{pct(float(ok.mean()))}, of which right {pct(float(right[ok].mean()))}; wrong, ok and confidence "
+          f">= 0.9: {int((ok & ~right & (conf >= 0.9)).sum())} ({pct(float((ok & ~right & (conf >= 0.9)).mean()))})")
+    print(f"  decision: ok at confidence >= {SURE} (targets: ok right >= 99.5% and ok >= 97% in every category)")
+    print(f"  {'category':<20} {'n':>5} {'read right':>10} {'ok':>8} {'ok right':>9} {'sure&wrong':>11} "
+          f"{'no digit':>9} {'not digit':>10}")
+    categories = (*SINGLE_CATEGORIES, "photo12mp", *FORM_CATEGORIES)
+    for category in categories:
         sel = np.array([s.style == category for s in singles])
         if sel.any():
-            print(f"  {category:<20} {int(sel.sum()):>5} {pct(float((labels[sel] == truth[sel]).mean())):>9} "
-                  f"{int((status[sel] == 'no digit').sum()):>9} {int((status[sel] == 'not a digit').sum()):>10}")
+            o = ok & sel
+            print(f"  {category:<20} {int(sel.sum()):>5} {pct(float(right[sel].mean())):>10} "
+                  f"{pct(float(o.sum() / sel.sum())):>8} {pct(float(right[o].mean()) if o.any() else 1.0):>9} "
+                  f"{int((o & ~right & (conf >= 0.9)).sum()):>11} {int((status[sel] == 'no digit').sum()):>9} "
+                  f"{int((status[sel] == 'not a digit').sum()):>10}")
+    risk_coverage(singles, categories, conf, right, status)
     answered = np.array([r["probabilities"] is not None for r in results])
     suite_probs = np.array([r["probabilities"] for r in results if r["probabilities"] is not None])
     print(f"ECE (15 bins) on the suite's single digits (the {int(answered.sum())} not blank): "
           f"{pct(reader.expected_calibration_error(suite_probs, truth[answered]))}")
 
     # -- rows
-    print("\nrows (exact text):")
-    for category in ROW_CATEGORIES:
+    print("\nrows (exact text; 'ok': the number's status, every digit sure):")
+    for category in (*ROW_CATEGORIES, *FORM_ROW_CATEGORIES):
         rows = [s for s in samples if s.style == category]
         t = time.perf_counter()
-        got = [reader.read(s.data, model).text for s in rows]
+        got = [reader.read(s.data, model) for s in rows]
         each = (time.perf_counter() - t) / max(1, len(rows))
-        exact = np.mean([g == s.truth for g, s in zip(got, rows, strict=True)])
-        blank = sum(g == "" for g in got)
-        print(f"  {category:<20} {pct(float(exact))} of {len(rows)}   (read as blank: {blank}; "
-              f"{1e3 * each:.0f} ms per image, decoding included)")
+        exact = np.array([g.text == s.truth for g, s in zip(got, rows, strict=True)])
+        sure = np.array([g.status == "ok" for g in got])
+        longer = sum(len(g.text) > len(s.truth) for g, s in zip(got, rows, strict=True))
+        print(f"  {category:<20} {pct(float(exact.mean()))} of {len(rows)}   ok {pct(float(sure.mean()))}, "
+              f"of which exact {pct(float(exact[sure].mean()) if sure.any() else 1.0)}; longer than written: "
+              f"{longer}; read as blank: {sum(g.text == '' for g in got)}; {1e3 * each:.0f} ms per image")
 
     # -- blanks and non-digits
     blanks = [s for s in samples if s.kind == "blank"]
     none = [reader.classify(s.data, model)["status"] == "no digit" for s in blanks]
     print(f"\nblank -> 'no digit': {pct(float(np.mean(none)))} of {len(blanks)}")
-    score = np.where(labels >= 0, conf, 0.0)
+    read = np.isin(status, ("ok", "unsure"))  # not called blank or vetoed as not a digit
+    score = np.where(read, conf, 0.0)
     threshold = float(np.quantile(score, 0.01))
     others = [s for s in samples if s.kind == "other"]
     xf, _ = load("fashion-mnist", "test")
     fashion = list(xf[np.random.default_rng(0).permutation(len(xf))[: args.fashion]])
     print(f"non-digit rejection at confidence < {threshold:.3f} (rejects {pct(float((score < threshold).mean()))} "
-          f"of real digits; {int((labels < 0).sum())} of them vetoed as blank / not a digit):")
+          f"of real digits; {int((~read).sum())} of them vetoed as blank / not a digit); and at the default "
+          f"decision (what a user gets: not answered 'ok'):")
     for name, items in (("noise/scribbles/letters", [s.data for s in others]), ("Fashion-MNIST", fashion)):
         res = [reader.classify(d, model) for d in items]
-        rejected = [r["label"] is None or r["confidence"] < threshold for r in res]
-        print(f"  {name:<24} {pct(float(np.mean(rejected)))} of {len(items)} rejected")
+        rejected = [r["status"] not in ("ok", "unsure") or r["confidence"] < threshold for r in res]
+        not_ok = [r["status"] != "ok" for r in res]
+        print(f"  {name:<24} {pct(float(np.mean(rejected)))} of {len(items)} rejected; "
+              f"{pct(float(np.mean(not_ok)))} not ok")
 
     if args.ablation > 0:
         ablation(args.ablation, singles, labels, truth, model)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
+def risk_coverage(singles: list, categories: tuple, conf: np.ndarray, right: np.ndarray, status: np.ndarray) -> None:
+    """Per category, at each confidence threshold: the share of digits answered ok (coverage) and the
+    share of those that are right (1 - risk). Vetoed and blank images are never ok."""
+    thresholds = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+    answerable = np.isin(status, ("ok", "unsure"))
+    print("  risk-coverage (ok share / ok right, at confidence >= t):")
+    print(f"  {'category':<20} " + " ".join(f"{'t=' + str(t):>15}" for t in thresholds))
+    for category in categories:
+        sel = np.array([s.style == category for s in singles])
+        if not sel.any():
+            continue
+        cells = []
+        for t in thresholds:
+            o = sel & answerable & (conf >= t)
+            cells.append(f"{100 * o.sum() / sel.sum():5.1f}/{100 * (right[o].mean() if o.any() else 1.0):5.1f}%")
+        print(f"  {category:<20} " + " ".join(f"{c:>15}" for c in cells))
+
+
 def ablation(per_category: int, singles: list, labels: np.ndarray, truth: np.ndarray, model) -> None:
     """Single-digit accuracy with each preprocessing step switched in turn, every category equally."""
-    sub = [i for c in SINGLE_CATEGORIES for i in [j for j, s in enumerate(singles) if s.style == c][:per_category]]
+    sub = [i for c in SINGLE_CATEGORIES + FORM_CATEGORIES
+           for i in [j for j, s in enumerate(singles) if s.style == c][:per_category]]
     print(f"\nablation (single-digit accuracy on {len(sub)} suite digits, {per_category} per category):")
     print(f"  {'all steps on':<28} {pct(float((labels[sub] == truth[sub]).mean()))}")
     for step in [f.name for f in dataclasses.fields(PreprocessConfig) if f.type in (bool, "bool")]:
         default = getattr(PreprocessConfig(), step)
         config = PreprocessConfig(**{step: not default})
-        got = np.array([reader.classify(singles[i].data, model, config=config)["label"] for i in sub], object)
+        got = np.array([reader.classify(singles[i].data, model, config=config)["guess"] for i in sub], object)
         print(f"  {step + (' on' if not default else ' off'):<28} {pct(float((got == truth[sub]).mean()))}")
     baseline = np.concatenate([model.predict_proba(resize_only(singles[i].data)[None]) for i in sub])
     print(f"  {'resize-only baseline':<28} {pct(float((baseline.argmax(1) == truth[sub]).mean()))}")

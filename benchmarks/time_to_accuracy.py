@@ -23,8 +23,10 @@ from torch import nn
 
 from _cpu import print_cpu
 from digitlab.data import load
+from digitlab.lab.callbacks import Callback
+from digitlab.lab.loop import Learner, TrainConfig, predict_logits, to_tensor
 from digitlab.lab.models import create
-from digitlab.lab.train import Callback, Learner, TrainConfig, native_bf16, predict_logits, to_tensor
+from digitlab.lab.precision import native_bf16
 
 THRESHOLDS = (0.985, 0.990, 0.995)
 

@@ -98,3 +98,20 @@ def test_validate_rejects_missing_fields_and_wrong_shapes():
         card.validate({**good, "input": {**good["input"], "shape": ["batch", 3, 32, 32]}})
     with pytest.raises(ModelError, match="temperature"):
         card.validate({**good, "temperature": -1.0})
+
+
+def test_a_model_trained_through_another_reader_pipeline_warns_on_loading(model_copy):
+    """The card records which reader pipeline made the images the model trained on; another version
+    reads, but says why it may read less well."""
+    import warnings
+
+    from digitlab.reader.pipeline import PIPELINE_VERSION
+
+    card.update(model_copy, pipeline_version=PIPELINE_VERSION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnnxModel(model_copy)  # the same version: silent
+    card.update(model_copy, pipeline_version=PIPELINE_VERSION - 1)
+    with pytest.warns(UserWarning, match=f"pipeline v{PIPELINE_VERSION - 1}.*this reader is v{PIPELINE_VERSION}"):
+        OnnxModel(model_copy)
+    assert f"pipeline v{PIPELINE_VERSION - 1}" in card.markdown(card.read(model_copy))

@@ -129,9 +129,15 @@ def test_explain_writes_what_the_reader_saw_for_no_digit(blank, folder, tmp_path
     seen = tmp_path / "seen"
     code, out, _ = run([blank, folder / "000-7.png", "--explain", seen], capsys)
     assert code == 0 and out.splitlines()[0] == f"{blank}: no digit"
-    assert sorted(p.name for p in seen.iterdir()) == ["000-blank-no-digit.png", "001-000-7.png"]
+    assert sorted(p.name for p in seen.iterdir() if "-step-" not in p.name) == ["000-blank-no-digit.png",
+                                                                                "001-000-7.png"]
     assert Image.open(seen / "000-blank-no-digit.png").size == (120, 80)
     assert Image.open(seen / "001-000-7.png").size == (28, 28)
+    # and each step of the pipeline for the digit, in order, ending with the 28x28 the model saw
+    steps = sorted(p.name for p in seen.glob("001-*-step-*"))
+    assert [name.split("-step-")[1].split("-", 1)[1] for name in steps] == ["decode.png", "page.png", "find.png",
+                                                                            "normalize.png"]
+    assert np.array_equal(np.asarray(Image.open(seen / steps[-1])), np.asarray(Image.open(seen / "001-000-7.png")))
 
 
 # ---------------------------------------------------------------------------- worker processes

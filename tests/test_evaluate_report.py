@@ -35,7 +35,7 @@ def test_interpret_exact_numbers():
     # losses: -log p(true): index 2 -> -log 0.2, index 5 -> -log 0.2 (tie: lower index first), index 1 -> -log 0.6
     assert [t["index"] for t in i.top_losses] == [2, 5, 1]
     assert i.top_losses[0] == {"index": 2, "true": 0, "predicted": 1, "probability": pytest.approx(0.7),
-                               "loss": pytest.approx(-np.log(0.2))}
+                               "true_probability": pytest.approx(0.2), "loss": pytest.approx(-np.log(0.2))}
     assert i.most_confused == [{"true": 0, "predicted": 1, "count": 1}, {"true": 2, "predicted": 1, "count": 1}]
 
 
@@ -68,6 +68,10 @@ def test_overfitting_verdict():
     assert verdict["overfitting"] is True and verdict["from_epoch"] == 4 and verdict["best_epoch"] == 3
     assert "from epoch 4" in verdict["verdict"]
     assert overfitting([])["overfitting"] is None
+    assert "fitted in one step" in overfitting([])["verdict"]  # k-NN: no epochs, not "too few epochs"
+    assert "no validation loss" in overfitting([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}])[
+        "verdict"]
+    assert "one epoch only" in overfitting([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6}])["verdict"]
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,15 @@ def test_benchmark_fashion_has_no_mnist_references(tmp_path, capsys):
     assert result["dataset"] == "fashion-mnist" and result["summary"][0]["reference"] is None
     assert 0.5 < result["summary"][0]["accuracy"] < 0.9  # far above chance (0.1), far below MNIST
     assert "| knn | - |" in (out / "benchmark.md").read_text()
+
+
+def test_votes_that_miss_the_true_label_read_as_infinite_loss_not_a_clipped_number():
+    from digitlab.lab.evaluate import summary_text
+
+    # k-NN style: vote shares of 5 neighbours; three mistakes with no vote for the true label
+    proba = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0.6, 0.4], [0, 0, 1.0], [0.8, 0.2, 0]])
+    labels = np.array([0, 2, 0, 1, 0])
+    i = interpret(proba, labels, ["a", "b", "c"], top_k=2)
+    assert i.no_true_vote == 3 and [t["index"] for t in i.top_losses] == [1, 3]  # the surest of them
+    text = summary_text(i)
+    assert "69.08" not in text and "inf" in text and "3 mistakes gave the true label no probability" in text

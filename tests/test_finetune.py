@@ -15,15 +15,9 @@ from digitlab.cli import main
 from digitlab.errors import DataError, ModelError
 from digitlab.lab import models
 from digitlab.lab.finetune import FinetuneConfig, adapt, from_onnx, load_base, read_examples, rehearsal_sample
-from digitlab.lab.train import (
-    Learner,
-    discriminative_groups,
-    freeze,
-    lr_find,
-    spread_lrs,
-    to_tensor,
-    unfreeze,
-)
+from digitlab.lab.loop import Learner, to_tensor
+from digitlab.lab.lr_finder import lr_find
+from digitlab.lab.transfer import discriminative_groups, freeze, spread_lrs, unfreeze
 from digitlab.reader.infer import BUNDLED, OnnxModel
 from digitlab.testing.writers import WRITERS, write_folder, writer_split
 
@@ -269,7 +263,7 @@ def test_fine_tuning_picks_the_precision_of_this_cpu_not_the_bases(mnist):
     """The bundled model trained in bf16 on an AVX-512 BF16 CPU: its card says so, and an AVX2-only CPU
     that replayed it would emulate bf16 and fine-tune 6-10x slower."""
     from digitlab.lab.experiment import make_model
-    from digitlab.lab.train import resolve_precision
+    from digitlab.lab.precision import resolve_precision
 
     (x, y), _ = mnist
     base = make_model("mlp", epochs=1, precision="bf16")

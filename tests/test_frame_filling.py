@@ -8,19 +8,8 @@ import pytest
 
 from digitlab import reader
 from digitlab.reader.image import load
-from digitlab.reader.preprocess import (
-    block_size,
-    dark_ink,
-    fills_frame,
-    ink_map,
-    narrower_views,
-    prepare,
-    preprocess,
-    smooth_bitmap,
-    stroke_width,
-    thinner_view,
-    two_level,
-)
+from digitlab.reader.pipeline import fills_frame, ink_map, narrower_views, prepare, preprocess, thinner_view
+from digitlab.reader.preprocess import block_size, dark_ink, smooth_bitmap, stroke_width, two_level
 from digitlab.reader.recognize import looks_like_a_digit
 from digitlab.testing.corpus import frame_filling, ink_crop
 
@@ -126,7 +115,7 @@ def test_thick_1bit_ones_are_not_called_not_a_digit(test_digits, model):
     assert len(vetoed) >= 8  # measured 10: the default view alone
     results = [reader.classify(d, model) for d in data]
     assert sum(r["status"] == "not a digit" for r in results) <= 3  # measured 1
-    assert np.mean([r["label"] == 1 for r in results]) >= 0.7  # measured 0.8
+    assert np.mean([r["guess"] == 1 for r in results]) >= 0.8  # measured 0.91 (0.65 of them sure)
     for d in vetoed:
         view = thinner_view(load(d))
         assert len(view) == 1 and stroke_width(view[0] / 255) <= stroke_width(preprocess(d) / 255)
@@ -140,7 +129,7 @@ def test_thinner_view_is_only_for_bitmaps(test_digits):
 
 def test_frame_filling_thick_1bit_digits_are_read(test_digits, model):
     """120 MNIST test digits as frame_filling(bits=True, thick=True) makes them (the suite's
-    frame16_1bit_thick). Measured 95.8% (session 4; 89.2% before it); the floor leaves room for a
+    frame16_1bit_thick). Measured 95.8% (2026-11-26 12:53; 89.2% before); the floor leaves room for a
     few digits to flip on another CPU."""
     x, y = test_digits
     right = 0

@@ -127,3 +127,22 @@ def test_a_pickled_weights_file_is_refused_never_unpickled(tmp_path):
     np.savez(tmp_path / "weights.npz", images=np.array([{"code": "would run on unpickling"}], dtype=object))
     with pytest.raises(errors.ModelError, match="not a valid weights file"):
         load_npz(tmp_path, ("images",))
+
+
+def test_cli_threads_limits_blas_for_a_classical_family(tmp_path, mnist):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from digitlab.cli import main
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas"}
+
+    before = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
+    try:
+        threadpool_limits(2, user_api="blas")  # whatever the machine: the command has something to change
+        assert blas_threads() == {2}
+        assert main(["train", "knn", "--limit", "200", "--threads", "1", "--out", str(tmp_path / "m")]) == 0
+        assert blas_threads() == {1}  # numpy's and scipy's OpenBLAS: what the MLPs and k-NN compute with
+    finally:
+        for pool in threadpool_info():
+            threadpool_limits(before.get(pool["filepath"], pool["num_threads"]), user_api=pool["user_api"])

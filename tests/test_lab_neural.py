@@ -1,5 +1,6 @@
 """The neural half of the lab: mlp, cnn, resnet34, checkpoints and resume, LR finder, train/lr-find CLI."""
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -9,8 +10,9 @@ import torch
 
 from digitlab.cli import main
 from digitlab.lab import models
+from digitlab.lab.callbacks import Callback, Checkpoint
+from digitlab.lab.checkpoint import save_checkpoint
 from digitlab.lab.experiment import make_model
-from digitlab.lab.train import Callback, Checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_resnet34_shape_and_a_few_steps_reduce_loss(small):
     # ResNet-34: 16 BasicBlocks in stages of 3, 4, 6, 3; 21.3M parameters with a 10-way head.
     assert sum(type(m).__name__ == "BasicBlock" for m in net.modules()) == 16
     assert model.n_parameters() == 21_283_530
-    from digitlab.lab.train import to_tensor
+    from digitlab.lab.loop import to_tensor
 
     xb, yb = to_tensor(x[:64]), torch.from_numpy(y[:64])
     assert net(xb).shape == (64, 10)
@@ -118,10 +120,10 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(small, tmp_path)
 def test_lr_zero_runs_the_lr_finder_first(small):
     (x, y), (xt, yt) = small
     model = make_model("mlp", seed=0, epochs=1, lr=0).fit(x[:3000], y[:3000])
-    assert model.config.lr_found and 1e-5 < model.config.lr < 1.0
-    assert np.isfinite(model.lr_finder["losses"]).all() and len(model.lr_finder["lrs"]) > 20
+    assert 1e-5 < model.config.lr < 1.0 and "lr_found" not in dataclasses.asdict(model.config)
+    assert np.isfinite(model.lr_finder_["losses"]).all() and len(model.lr_finder_["lrs"]) > 20
     # The peak of the one-cycle schedule: a third of the LR where the smoothed loss was lowest.
-    finder = model.lr_finder
+    finder = model.lr_finder_
     assert finder["min_loss_lr"] == finder["lrs"][int(np.argmin(finder["losses"]))]
     assert model.config.lr == pytest.approx(finder["min_loss_lr"] / 3)
     assert model.score(xt, yt) > 0.7  # 24 steps at the suggested LR; chance is 0.1

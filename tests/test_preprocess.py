@@ -9,18 +9,14 @@ from scipy import ndimage
 
 from digitlab.errors import ImageError, NoDigitError
 from digitlab.reader.image import load
+from digitlab.reader.pipeline import ink_map, page_step, prepare, preprocess
 from digitlab.reader.preprocess import (
     MNIST_STROKE,
     PreprocessConfig,
-    ink_image,
-    ink_map,
     median,
     pick_digit,
-    prepare,
-    preprocess,
     remove_specks,
     resize_only,
-    stretch_contrast,
     stroke_width,
 )
 from digitlab.testing.corpus import drawn_digit
@@ -214,7 +210,7 @@ def test_the_picture_keeps_every_blob_and_the_digit_only_its_own():
     canvas = on_canvas(digit_ink(), shape=(400, 500), at=(50, 60))
     canvas[360:372, 470:485] = 0.0  # a smudge away from the digit
     canvas[100:101, 400:401] = 0.5  # a speck
-    x = stretch_contrast(ink_image(load(u8(canvas)), PreprocessConfig()), 0.08)
+    x = page_step(load(u8(canvas)), PreprocessConfig())
     m = ink_map(u8(canvas), single=True)
     picture, digit = pick_digit(x)
     assert np.array_equal(m.ink, digit) and np.array_equal(m.picture, picture)

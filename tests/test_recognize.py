@@ -90,7 +90,7 @@ def test_touching_pair_is_read_as_two_digits_with_input_pixel_boxes(test_digits,
 def test_touching_pairs_accuracy_small_budget(test_digits, model):
     """40 touching pairs (the suite's recipe: MNIST test digits and pen strokes, pushed together until
     their ink overlaps) on scanned-paper canvases. Measured 36/40 with this reader, 29/40 with the
-    session-3 reader (straight-down cuts only, every digit costing 1.5); the floor sits below 36."""
+    reader of 2026-11-26 11:46 (straight-down cuts only, every digit costing 1.5); the floor sits below 36."""
     x, y = test_digits
     rng = np.random.default_rng(2024)
     right = 0

@@ -118,7 +118,7 @@ def test_engine_ray_without_the_extra_says_which_to_install(tmp_path, capsys, mo
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as without the extra
     (tmp_path / "a.png").write_bytes(CORRUPT)
     code, _, err = predict([tmp_path / "a.png", "--out", tmp_path / "r.parquet", "--engine", "ray"], capsys)
-    assert code == 1 and err.strip() == "digitlab: error: --engine ray needs Ray: pip install 'digitlab[scale]'"
+    assert code == 1 and err.strip() == 'digitlab: error: --engine ray needs Ray: pip install "digitlab[scale]"'
 
 
 def test_nproc_is_for_neural_families(capsys):

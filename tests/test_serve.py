@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_predict_accepts_every_way_of_sending_an_image(api, digits):
     for r in answers:
         body = r.json()
         assert r.status_code == 200, body
-        assert set(body) == {"label", "confidence", "probabilities", "box", "status", "model"}
+        assert set(body) - {"guess"} == {"label", "confidence", "probabilities", "box", "status", "model"}
         assert body["label"] == y[0] and body["status"] == "ok" and body["model"] == model
         assert body["confidence"] > 0.9 and abs(sum(body["probabilities"]) - 1) < 1e-3
     assert len({json.dumps(r.json()) for r in answers}) == 1  # the same image gives the same answer every way
@@ -220,7 +221,8 @@ def test_pixel_limit_is_read_from_the_header(tmp_path, digits):
 
 
 class SlowModel:
-    """Wraps the real model: each inference sleeps, and the most inferences running at once is recorded."""
+    """Wraps the real model: each network call sleeps, and the most images being read at once (in one
+    batched call or in calls that overlap) is recorded."""
 
     def __init__(self, model, delay: float) -> None:
         self.model, self.delay, self.running, self.most = model, delay, 0, 0
@@ -229,14 +231,14 @@ class SlowModel:
 
     def predict_proba(self, images):
         with self.lock:
-            self.running += 1
+            self.running += len(images)
             self.most = max(self.most, self.running)
         time.sleep(self.delay)
         try:
             return self.model.predict_proba(images)
         finally:
             with self.lock:
-                self.running -= 1
+                self.running -= len(images)
 
 
 def slow_down(client: TestClient, delay: float) -> SlowModel:
@@ -262,7 +264,7 @@ def test_concurrent_inferences_are_bounded_and_the_excess_is_refused(tmp_path, d
             t.start()
         for t in threads:
             t.join()
-        assert slow.most == 2  # never more than max_concurrent at once
+        assert slow.most == 2  # never more than max_concurrent requests read at once
         assert codes.count(200) >= 4 and set(codes) <= {200, 503}
         assert codes.count(503) >= 1  # 8 at once > 2 running + 2 waiting
 
@@ -432,3 +434,102 @@ def test_the_service_never_imports_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------- issue 22
+def test_several_digits_get_the_clis_hint(api, digits):
+    """A 5-digit number sent to /v1/predict is still read as one digit, with the hint the CLI gives."""
+    from digitlab.reader.hint import several_digits_hint
+
+    x, _ = digits
+    number = png(paper(x[1:6]))
+    body = api.post("/v1/predict", files=upload(number)).json()
+    assert body["hint"] == "looks like 5 digits: use POST /v1/read to read them as a number"
+    assert body["hint"] == several_digits_hint(reader.classify(number), "use POST /v1/read")
+    assert "hint" not in api.post("/v1/predict", files=upload(png(canvas(x[0])))).json()
+    assert "hint" in api.get("/openapi.json").json()["components"]["schemas"]["Prediction"]["properties"]
+
+
+def test_request_bodies_are_documented_from_the_models(api):
+    spec = api.get("/openapi.json").json()
+    predict = spec["paths"]["/v1/predict"]["post"]
+    content = predict["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "image/*", "application/json"}
+    assert "pixels" in content["application/json"]["schema"]["properties"]
+    assert {p["name"] for p in predict["parameters"]} == {"min_confidence", "include_image"}
+    feedback = spec["paths"]["/v1/feedback"]["post"]
+    form = feedback["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"image", "label", "predicted", "user"} <= set(form["properties"])
+    assert form["properties"]["label"]["maximum"] == 9
+    assert {"429", "507"} <= set(feedback["responses"])
+    batch = spec["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert batch["schema"]  # FastAPI's own, from the declared File parameter
+
+
+def test_requests_arriving_together_share_network_calls(tmp_path, digits):
+    """Micro-batching: 24 requests at once are read in fewer network calls than images, each answer as
+    the request alone gets it."""
+    x, _ = digits
+    bodies = [png(canvas(x[i])) for i in range(12)]
+    with client_for(tmp_path, max_concurrent=4, batch_wait_ms=20) as client:
+        wait_ready(client)
+        alone = [client.post("/v1/predict", content=b, headers={"content-type": "image/png"}).json() for b in bodies]
+        batcher = client.app.state.service.loaded.batcher
+        calls, images = batcher.calls, batcher.images
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda b: client.post("/v1/predict", content=b,
+                                                           headers={"content-type": "image/png"}).json(), bodies * 2))
+        assert together == alone * 2
+        assert batcher.images - images == 24 and batcher.calls - calls < 24, (batcher.calls - calls)
+
+
+def test_a_bomb_header_gets_the_services_own_413_and_no_pillow_warning(tmp_path):
+    """One check with the service's limits: its message, not Pillow's, and nothing from Pillow in the log."""
+    import io
+
+    from PIL import Image
+
+    def gif_claiming(width: int, height: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("L", (1, 1)).save(buf, format="GIF")
+        data = bytearray(buf.getvalue())
+        data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")  # the logical screen: Pillow's size
+        return bytes(data)
+
+    with Server("--feedback-db", str(tmp_path / "fb.sqlite3"), "--workers", "1", "--log-level", "info") as server:
+        import httpx
+
+        for claim, size in [(png_claiming(30000, 30000), "30000x30000 = 900,000,000"),
+                            (png_claiming(10000, 10000), "10000x10000 = 100,000,000")]:
+            r = httpx.post(server.url + "/v1/predict", content=claim, headers={"content-type": "image/png"}, timeout=30)
+            assert r.status_code == 413 and r.json()["error"] == "too_large", r.json()
+            assert size in r.json()["detail"] and "40,000,000-pixel limit" in r.json()["detail"], r.json()
+            assert "decompression bomb" not in r.json()["detail"]
+        # 130 M pixels: within Pillow's warning range (89-179 M), read by Pillow (not a PNG)
+        r = httpx.post(server.url + "/v1/predict", content=gif_claiming(65000, 2000),
+                       headers={"content-type": "image/gif"}, timeout=30)
+        assert r.status_code == 413 and "65000x2000 = 130,000,000" in r.json()["detail"], r.json()
+    log = server.proc.stderr.read().decode()
+    assert "DecompressionBomb" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_serve_uses_every_core_and_its_workers_die_with_it(tmp_path):
+    """`digitlab serve` defaults to one worker per core; kill -9 of the supervisor takes the workers along."""
+    import os
+    import signal
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0))
+    with Server("--feedback-db", str(tmp_path / "fb.sqlite3")) as server:
+        out = server.proc.stdout.readline().decode()
+        assert f"{cores} worker" in out, out
+        children = [int(c) for t in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+        workers = [c for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) == cores, children
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "orphaned workers outlived the server"

@@ -55,3 +55,51 @@ def test_service_concurrent_clients_each_get_their_own_answer(mnist, tmp_path):
             together = list(pool.map(ask, bodies * 2))
     assert together == alone * 2
     assert len({a[0] for a in alone}) == 10  # the digits really differ
+
+
+def test_micro_batcher_merges_calls_keeps_answers_and_never_delays_a_lone_request(mnist):
+    from digitlab.serve.batching import MicroBatcher
+
+    _, (x, _) = mnist
+    model = reader.OnnxModel(reader.BUNDLED)
+    batcher = MicroBatcher(model, max_wait=0.5)
+    with batcher.working():  # alone: no one else is being worked on, so no wait
+        start = time.perf_counter()
+        alone = batcher.predict_proba(x[0][None])
+        assert time.perf_counter() - start < 0.25 and np.array_equal(alone, model.predict_proba(x[0][None]))
+    ready = threading.Barrier(8)
+
+    def one(i: int) -> np.ndarray:
+        with batcher.working():
+            ready.wait()
+            return batcher.predict_proba(x[i:i + 1 + i % 2])  # one or two images per call
+
+    calls = batcher.calls
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(8)))
+    assert batcher.calls - calls < 8  # merged
+    for i, p in enumerate(got):  # each caller gets its own rows, as the model alone gives them
+        assert np.allclose(p, model.predict_proba(x[i:i + 1 + i % 2]), atol=1e-6)
+
+
+def test_micro_batcher_hands_a_failure_to_every_caller():
+    from digitlab.serve.batching import MicroBatcher
+
+    class Broken:
+        def predict_proba(self, images):
+            raise RuntimeError("boom")
+
+    batcher = MicroBatcher(Broken(), max_wait=0.2)
+    ready = threading.Barrier(4)
+
+    def one(_: int) -> str:
+        with batcher.working():
+            ready.wait()
+            try:
+                batcher.predict_proba(np.zeros((1, 28, 28), np.uint8))
+            except RuntimeError as e:
+                return str(e)
+            return "no error"
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(4))) == ["boom"] * 4

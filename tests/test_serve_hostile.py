@@ -102,8 +102,9 @@ def test_hostile_burst(tmp_path, mnist):
         (b"\x16\x03\x01 garbage that is not HTTP\r\n\r\n", 400),
         (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 404),  # a huge URL: refused, not a crash
     ]
-    with Server("--feedback-db", str(tmp_path / "fb.sqlite3"), "--timeout", "2", "--header-timeout", "2",
-                "--max-body-mb", "2") as server:
+    # one worker: the process whose memory is measured is the one that answers
+    with Server("--feedback-db", str(tmp_path / "fb.sqlite3"), "--workers", "1", "--timeout", "2",
+                "--header-timeout", "2", "--max-body-mb", "2") as server:
         client = httpx.Client(base_url=server.url, timeout=30)
 
         def ask(item) -> bool:

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,8 +20,12 @@ from digitlab import progress
 from digitlab.cli import main
 from digitlab.errors import DigitlabError
 from digitlab.lab import models
+from digitlab.lab.callbacks import Callback, Checkpoint
+from digitlab.lab.checkpoint import save_checkpoint
 from digitlab.lab.experiment import make_model
-from digitlab.lab.train import Callback, Checkpoint, lr_find, resolve_precision, save_checkpoint, to_tensor
+from digitlab.lab.loop import to_tensor
+from digitlab.lab.lr_finder import lr_find
+from digitlab.lab.precision import resolve_precision
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -34,7 +39,7 @@ def python(code: str, **env: str) -> str:
 
 # ---------------------------------------------------------------------------- precision
 def test_auto_precision_is_fp32_where_bf16_would_be_emulated():
-    code = "from digitlab.lab.train import resolve_precision; print(resolve_precision('auto'))"
+    code = "from digitlab.lab.precision import resolve_precision; print(resolve_precision('auto'))"
     # ATen limited to AVX2, as on an AVX2-only EPYC: bf16 would be emulated.
     assert python(code, ATEN_CPU_CAPABILITY="avx2") == "fp32"
 
@@ -73,16 +78,27 @@ def test_bundled_training_config_still_loads():
     assert model.n_parameters() == bundled().card["n_parameters"]
 
 
+def outlier_loss(logits: torch.Tensor, y: torch.Tensor, config) -> torch.Tensor:
+    """The loss a Learner computes once the OutlierExposure callback has begun its run."""
+    from digitlab.lab.callbacks import OutlierExposure
+
+    learner = SimpleNamespace(config=config, loss_func=None)
+    OutlierExposure().on_train_begin(learner)
+    return learner.loss_func(logits, y)
+
+
 def test_images_that_are_not_one_digit_are_pulled_towards_equal_probabilities():
-    from digitlab.lab.train import NOT_ONE_DIGIT, OUTLIER_WEIGHT, TrainConfig, training_loss
+    from digitlab.lab.callbacks import NOT_ONE_DIGIT, OUTLIER_WEIGHT, training_callbacks
+    from digitlab.lab.loop import TrainConfig
 
     cfg = TrainConfig(not_one_digit=0.2)
+    assert [type(c).__name__ for c in training_callbacks(cfg)] == ["OutlierExposure"]
     other = torch.tensor([NOT_ONE_DIGIT])
     flat, sure = torch.zeros(1, 10), torch.tensor([[8.0] + [0.0] * 9])
-    assert training_loss(flat, other, cfg).item() == pytest.approx(OUTLIER_WEIGHT * np.log(10))
-    assert training_loss(sure, other, cfg) > training_loss(flat, other, cfg)
+    assert outlier_loss(flat, other, cfg).item() == pytest.approx(OUTLIER_WEIGHT * np.log(10))
+    assert outlier_loss(sure, other, cfg) > outlier_loss(flat, other, cfg)
     digits, logits = torch.tensor([3, 1]), torch.randn(2, 10)  # digits alone: plain cross-entropy
-    assert training_loss(logits, digits, cfg).item() == pytest.approx(
+    assert outlier_loss(logits, digits, cfg).item() == pytest.approx(
         torch.nn.functional.cross_entropy(logits, digits).item(), rel=1e-6)
 
 
@@ -103,15 +119,30 @@ def test_a_run_with_not_one_digit_images_reads_them_less_surely(mnist):
 
 
 def test_distillation_matches_the_teachers_softened_probabilities():
-    from digitlab.lab.train import DISTILL_TEMPERATURE, DISTILL_WEIGHT, TrainConfig, training_loss
+    from digitlab.lab.callbacks import DISTILL_TEMPERATURE, DISTILL_WEIGHT, Distillation
+    from digitlab.lab.loop import TrainConfig
 
-    cfg, y = TrainConfig(), torch.tensor([3, 1])
+    class Says(torch.nn.Module):  # a teacher whose logits are fixed, whatever the image
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits
+
+    y = torch.tensor([3, 1])
     logits = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
-    hard = training_loss(logits, y, cfg)
-    agreeing = torch.softmax(logits / DISTILL_TEMPERATURE, 1)  # teachers that think as the student does
-    assert training_loss(logits, y, cfg, agreeing).item() == pytest.approx((1 - DISTILL_WEIGHT) * hard.item(), rel=1e-5)
-    disagreeing = torch.softmax(-logits / DISTILL_TEMPERATURE, 1)
-    assert training_loss(logits, y, cfg, disagreeing) > training_loss(logits, y, cfg, agreeing) + 0.1
+    hard = torch.nn.functional.cross_entropy(logits, y)
+
+    def distilled(teacher_logits: torch.Tensor) -> float:
+        learner = SimpleNamespace(config=TrainConfig(precision="fp32"), xb=torch.zeros(2, 1, 28, 28),
+                                  logits=logits, loss=hard)
+        Distillation([Says(teacher_logits)]).after_loss(learner)
+        return learner.loss.item()
+
+    assert distilled(logits) == pytest.approx((1 - DISTILL_WEIGHT) * hard.item(), rel=1e-5)  # agreeing teacher
+    assert distilled(-logits) > distilled(logits) + 0.1
+    assert DISTILL_TEMPERATURE > 1  # softened: the teacher's doubts carry weight
 
 
 def test_a_student_learns_what_its_teacher_knows_beyond_the_labels(tmp_path, mnist):

@@ -43,7 +43,9 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "output": (dict,), "normalization": (dict,), "temperature": (int, float), "dataset": (str,),
     "split": (dict,), "training_data": (str,), "command": (str,), "seed": (int,), "sha256": (str,),
 }
-OPTIONAL: dict[str, tuple[type, ...]] = {"test": (dict,), "calibration": (str,), "n_parameters": (int,)}
+# pipeline_version: the reader pipeline (reader/pipeline.py) whose output the model trained on
+OPTIONAL: dict[str, tuple[type, ...]] = {"test": (dict,), "calibration": (str,), "n_parameters": (int,),
+                                         "pipeline_version": (int,)}
 _ORT_DTYPES = {"tensor(float)": "float32"}
 
 
@@ -284,6 +286,9 @@ def markdown(card: dict) -> str:
              f"- Rebuild: `{card['command']}`"]
     if card.get("n_parameters"):
         lines.insert(5, f"- Parameters: {card['n_parameters']:,}")
+    if card.get("pipeline_version"):
+        lines.append(f"- Trained through the reader's pipeline v{card['pipeline_version']} "
+                     "(what `digitlab.reader.pipeline` makes of an image; another version warns on loading)")
     if card.get("exported"):
         lines.append(f"- Exported: {card['exported']} ({card.get('environment', '')})")
     lines.append(f"- SHA-256 (of the .onnx file with this field read as zeros): `{card['sha256']}`")

@@ -43,6 +43,10 @@ class ImageError(DigitlabError):
     """An input image cannot be read or holds no usable content."""
 
 
+class ImageTooLargeError(ImageError):
+    """The file, or the pixel count its header claims, is over the limits (`reader.image.Limits`)."""
+
+
 class ModelError(DigitlabError):
     """A model directory or file is missing, incomplete or incompatible."""
 

@@ -44,12 +44,6 @@ def cpu_flags() -> frozenset[str]:
     return _cpuinfo()[1]
 
 
-def cpu_kind() -> str:
-    """'avx512' or 'avx2' (or 'other'): the column of BENCHMARKS.md a figure from this CPU belongs to."""
-    flags = cpu_flags()
-    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
-
-
 def describe() -> str:
     """One line: CPU model, logical CPU count, and which of the relevant flags it has."""
     flags = cpu_flags()
@@ -63,5 +57,37 @@ def describe() -> str:
     return line
 
 
+# Environment variables that change which BLAS kernel runs, or how many threads compute: a figure
+# measured under them is not the same figure (OpenBLAS picks a slower kernel under OPENBLAS_CORETYPE).
+COMPUTE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def compute_libraries() -> str:
+    """One line: the BLAS and OpenMP libraries loaded in this process (as threadpoolctl sees them),
+    each with its kernel and thread count, the environment variables that change them, and the load
+    average (on a shared 2-core machine a figure means little without it). Call it after the work
+    is imported (numpy's BLAS is there from the start; torch's OpenMP only once torch is)."""
+    parts = []
+    try:
+        from threadpoolctl import threadpool_info  # comes with scikit-learn (the train extra)
+
+        for pool in threadpool_info():
+            kernel = f" {pool['architecture']}" if pool.get("architecture") else ""
+            version = f" {pool['version']}" if pool.get("version") else ""
+            parts.append(f"{pool['internal_api']}{version}{kernel} x{pool['num_threads']} "
+                         f"({os.path.basename(pool['filepath'])})")
+    except ImportError:
+        parts.append("threadpoolctl not installed: BLAS kernel and threads unknown")
+    env = [f"{k}={os.environ[k]}" for k in COMPUTE_ENV if os.environ.get(k)]
+    if env:
+        parts.append("set: " + " ".join(env))
+    if hasattr(os, "getloadavg"):
+        parts.append("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    return "; ".join(parts)
+
+
 if __name__ == "__main__":
     print(describe())
+    import numpy  # noqa: F401  (so that its BLAS shows)
+
+    print(compute_libraries())

@@ -1,4 +1,4 @@
-"""The `digitlab` command. Thin: parses arguments, calls the library, prints the result.
+"""The `digitlab` command: each command parses its arguments, calls the library and prints the result.
 
 Heavy modules (torch, sklearn) are imported inside the commands that need them, so
 `digitlab predict` and `digitlab --help` start fast.
@@ -16,6 +16,7 @@ import numpy as np
 
 from digitlab.cli import lab_commands, read_commands
 from digitlab.errors import DigitlabError
+from digitlab.extras import missing_extra
 
 
 # ---------------------------------------------------------------------------- data
@@ -76,8 +77,43 @@ def _image_format(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------- parser
+DESCRIPTION = "Read handwritten digits in images, and train, compare, export and serve the models that do it."
+EPILOG = """examples:
+  digitlab predict photo.jpg            the digit in an image (folders and - for stdin work too)
+  digitlab predict --multi number.png   a row of digits as one number
+  digitlab train cnn                    train a model on MNIST and report its test accuracy
+  digitlab serve                        the REST API and a drawing pad on http://127.0.0.1:8000
+
+`digitlab COMMAND --help` tells more about each command."""
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Ends an option's help with its default, as argparse.ArgumentDefaultsHelpFormatter does, except
+    where the help already names it (the family's, one per core, ...) or there is none to show (a
+    flag that is off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if "default" in text or not action.option_strings or action.required or nothing or action.default == []:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class EpilogFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help: its examples keep their lines."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults; its subcommands' parsers are Parsers too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="digitlab", description=__doc__.splitlines()[0])
+    parser = Parser(prog="digitlab", description=DESCRIPTION, epilog=EPILOG, formatter_class=EpilogFormatter)
     from digitlab import __version__
 
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
@@ -93,18 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_cmds.add_parser("list", parents=[data_dir], help="the registry and what is present locally")
     p.set_defaults(func=cmd_data_list)
     p = data_cmds.add_parser("verify", parents=[data_dir], help="checksums and counts per split and class")
-    p.add_argument("name")
+    p.add_argument("name", help="a dataset name (digitlab data list)")
     p.set_defaults(func=cmd_data_verify)
     p = data_cmds.add_parser("show", parents=[data_dir], help="write one image of a dataset to a file")
-    p.add_argument("name")
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--index", type=int, default=0)
+    p.add_argument("name", help="a dataset name (digitlab data list)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="which split to take the image from")
+    p.add_argument("--index", type=int, default=0, help="the image's position in the split, from 0")
     p.add_argument("--scale", type=int, default=1, help="upscale factor for viewing")
     p.add_argument("--out", required=True, help="output image (.png, .jpg, ...)")
     p.set_defaults(func=cmd_data_show)
     lab_commands.add_commands(commands, data_dir)
     read_commands.add_commands(commands, data_dir)
     return parser
+
+
+def command_words(args: argparse.Namespace) -> str:
+    """The command as the user named it, for messages: "train cnn", "report", "feedback export"."""
+    words = [args.command, getattr(args, "data_command", None) or getattr(args, "feedback_command", None),
+             getattr(args, "model", None) if args.command in ("train", "lr-find") else None]
+    return " ".join(w for w in words if w)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # an optional extra's module: say which extra, in one line
+        missing = missing_extra(e, command_words(args))
+        if missing is None:
+            raise
+        print(f"digitlab: error: {missing}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # stdout's reader left (`digitlab predict DIR | head`): stop quietly, like any Unix filter.

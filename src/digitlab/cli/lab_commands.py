@@ -1,8 +1,9 @@
 """The lab's commands: train, lr-find, evaluate, report, benchmark, export.
 
-Building their parsers imports nothing from the lab: each command imports what it needs when it runs,
-so that `digitlab predict` (and the parser every command builds) starts without the lab's modules
-(digitlab.lab.* pulls in the data registry, sklearn and torch helpers).
+Building their parsers imports only the lab's table of family names (digitlab.lab.models, which
+imports no model): each command imports what it needs when it runs, so that `digitlab predict` (and
+the parser every command builds) starts without torch, scikit-learn or the data registry, and a
+missing extra is named before any work starts (digitlab.extras).
 """
 
 from __future__ import annotations
@@ -16,29 +17,33 @@ from pathlib import Path
 
 from digitlab import card as model_card
 from digitlab.errors import ModelError
+from digitlab.extras import require
 from digitlab.files import atomic_write_json, read_json
-
-BUNDLED = "bundled"  # the word that names the model shipped with digitlab
-
-
-def _model_path(name: str):
-    """ "bundled" -> the bundled ONNX file, else the name as given."""
-    if name != BUNDLED:
-        return name
-    from digitlab.reader.infer import BUNDLED as path
-
-    return path
+from digitlab.lab.models import BUNDLED, FAMILIES, resolve  # no model, torch or scikit-learn is imported
 
 
 # ---------------------------------------------------------------------------- train
 def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:  # the caller's choice, for this process: the lab never sets it behind your back
+    """--threads, for this process: torch's intra-op threads and every BLAS and OpenMP pool loaded
+    (OpenBLAS under numpy and scikit-learn). The caller's choice: the lab never sets it behind your back.
+
+    On a busy 2-core machine two OpenBLAS threads fight the other processes for the cores: an
+    mlp-sklearn epoch took 4x as long with 2 threads as with 1 (BENCHMARKS.md, "Current figures")."""
+    if not args.threads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    # The pools loaded by now: numpy's and scipy's OpenBLAS, scikit-learn's OpenMP, and torch's when
+    # the family is a neural one (_require_family imported it; the classical families never do).
+    threadpool_limits(args.threads)
+    if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(args.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _require_family(f"train {args.model}", args.model)
     from digitlab.lab import distributed
 
     if args.nproc < 1:
@@ -85,6 +90,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_family(what: str, family: str) -> None:
+    """Fails at once when the family's extra is missing: importing the family raises for torch (neural
+    families) or scikit-learn (the rest); safetensors would only be imported to save the model."""
+    from digitlab.lab import models
+
+    if family in models.FAMILIES:  # an unknown name gets its error, with the list, from train_run
+        neural = models.family_class(family).trains_in_epochs
+        require(what, "sklearn")  # every family: the lab's models are scikit-learn estimators
+        if neural:
+            require(what, "safetensors")
+
+
 def _from_model(args: argparse.Namespace) -> dict:
     """train --from: start from a trained model's body and fine-tune (experiment.train_run)."""
     if not args.from_model:
@@ -93,8 +110,10 @@ def _from_model(args: argparse.Namespace) -> dict:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    _require_family(f"lr-find {args.model}", args.model)
+    require("lr-find", "matplotlib")
     from digitlab.lab.experiment import find_lr
-    from digitlab.lab.train import save_lr_plot  # imports torch: only when this command runs
+    from digitlab.lab.lr_finder import save_lr_plot  # imports torch: only when this command runs
 
     _set_threads(args)
     result = find_lr(args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
@@ -107,14 +126,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False, parents=[data_dir])
-    common.add_argument("model", help="model family, e.g. knn, mlp, cnn, resnet34, fast, best, ensemble "
-                        "(an unknown name gets the full list)")
-    common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list), default mnist")
-    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("model", help="model family, one of: " + ", ".join(FAMILIES))
+    common.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list)")
+    common.add_argument("--seed", type=int, default=0,
+                        help="seeds the validation hold-out, the initial weights and the batch order")
     common.add_argument("--batch-size", type=int, help="default: the family's")
     common.add_argument("--device", help="where a neural family trains: cpu (default), cuda, cuda:1, ...")
-    common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a "
-                        "busy machine)")
+    common.add_argument("--threads", type=int, help="CPU threads for torch and for BLAS (numpy, scikit-learn) "
+                        "(default: one per core; 1 is fastest on a busy machine)")
     common.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                         help="auto (default): bf16 autocast where the CPU/GPU computes bf16 natively "
                              "(AVX-512 BF16, AMX), float32 elsewhere")
@@ -122,17 +141,20 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("train", parents=[common], help="train a model, save it, report test accuracy")
     p.add_argument("--out", help="model folder to write (default runs/MODEL-DATASET-seedS)")
     p.add_argument("--epochs", type=int, help="default: the family's")
-    p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first")
-    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn, best)")
+    p.add_argument("--lr", type=float, help="peak learning rate; 0 runs the LR finder first (default: the family's)")
+    p.add_argument("--dropout", type=float, help="dropout probability (mlp, cnn, best; default: the family's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any setting of the family, e.g. --set widths=24,48,96 --set optimizer=sgd (repeatable)")
+                   help="any setting of the family, e.g. --set widths=24,48,96 --set optimizer=sgd (repeatable; "
+                        "default: the family's settings)")
     p.add_argument("--no-holdout", action="store_true",
                    help="train on the whole training split (a final model): no validation images held out")
-    p.add_argument("--limit", type=int, help="train on the first N training images only (smoke tests)")
+    p.add_argument("--limit", type=int, help="train on the first N training images only, for smoke tests "
+                   "(default: all of them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint at the next epoch")
     p.add_argument("--from", dest="from_model", metavar="MODEL_DIR",
                    help="start from this trained model's body (same family, any dataset) and fine-tune: "
-                        "the new head first with the body frozen, then all layers with lower LRs early")
+                        "the new head first with the body frozen, then all layers with lower LRs early "
+                        "(default: start from random weights)")
     p.add_argument("--freeze-epochs", type=int, default=1, help="with --from: head-only epochs first (default 1)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, "
@@ -146,9 +168,11 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- lab: evaluate, report, benchmark
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.model_dir != BUNDLED and not args.model_dir.endswith(".onnx"):  # an ONNX model needs no lab extra
+        require("evaluate", "sklearn")
     from digitlab.lab.evaluate import evaluate_directory, summary_text
 
-    result = evaluate_directory(_model_path(args.model_dir), args.dataset, args.data_dir)
+    result = evaluate_directory(resolve(args.model_dir), args.dataset, args.data_dir)
     metrics = {"dataset": result.dataset, **result.interp.to_dict(), **result.speed}
     path = Path(args.model_dir) / "metrics.json"
     if Path(args.model_dir).is_dir():  # not for "bundled" or an .onnx file: the package stays read-only
@@ -163,18 +187,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    require("report", "matplotlib")  # the plots come after evaluating every model: fail before
     from digitlab.lab.report import write_report
 
-    targets = [_model_path(d) for d in args.model_dirs]
+    targets = [resolve(d) for d in args.model_dirs]
     path = write_report(targets, args.out, args.dataset, args.data_dir)
     print(f"report -> {path}")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    require("benchmark", "sklearn")
     from digitlab.lab.benchmark import run_benchmark
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.threads:
+        from digitlab.lab import models
+
+        for name in names:  # imports torch for a neural family, so that --threads reaches its pool too
+            if name in models.FAMILIES:
+                models.family_class(name)
+        _set_threads(args)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = run_benchmark(names, args.dataset, args.out, seeds, args.limit, args.epochs_scale, args.data_dir,
                            log=lambda line: print(line, file=sys.stderr))
@@ -196,21 +229,24 @@ def add_lab_classic_commands(commands, data_dir: argparse.ArgumentParser) -> Non
     p = commands.add_parser("report", parents=[data_dir], help="one self-contained HTML report of models")
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help='model folders, .onnx files or "bundled"')
     p.add_argument("--dataset", default=None, help="default: the one in metrics.json, else mnist")
-    p.add_argument("--out", default="report.html")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
     p.set_defaults(func=cmd_report)
     p = commands.add_parser("benchmark", parents=[data_dir], help="train, evaluate and compare model families")
     p.add_argument("--models", default="knn,mlp-sklearn,mlp,cnn,resnet34", help="comma-separated families")
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--dataset", default="mnist", help="dataset name (digitlab data list)")
     p.add_argument("--out", default="benchmark", help="folder for the models, benchmark.json and benchmark.md")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N training images only (the test split is always whole)")
+                   help="train on the first N training images only (default: all; the test split is always whole)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply each family's epoch budget")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and for BLAS (numpy, scikit-learn) "
+                   "(default: one per core; 1 is fastest on a busy machine)")
     p.set_defaults(func=cmd_benchmark)
 
 
 # ---------------------------------------------------------------------------- own model: export
 def cmd_export(args: argparse.Namespace) -> int:
+    require("export", "torch", "safetensors", "onnx", "onnxscript")
     from digitlab.lab.export import export
 
     path = export_bundle(args) if args.bundle else export(args.model_dir, out=args.out, quantize=args.quantize)
@@ -245,16 +281,45 @@ def export_bundle(args: argparse.Namespace) -> Path:
 def add_own_model_commands(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("export", help="export a trained neural model to ONNX with its model card")
     p.add_argument("model_dir", help="a trained model directory (config.json + weights)")
-    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images")
+    p.add_argument("--quantize", choices=["int8"], help="static int8 quantization calibrated on training images "
+                   "(default: none, float32)")
     p.add_argument("--out", help="output .onnx file (default: MODEL_DIR/model.onnx or model-int8.onnx)")
     p.add_argument("--bundle", action="store_true", help="write it as the model shipped with digitlab "
                    "(refused if less accurate than the shipped one)")
     p.add_argument("--force", action="store_true", help="with --bundle: replace the shipped model even if worse")
     p.set_defaults(func=cmd_export)
 
+    from digitlab.lab.lines import LinesConfig  # the recipe's defaults (lines.py imports torch only to train)
+
+    d = LinesConfig()
+    p = commands.add_parser("train-lines", help="train the reader's line finder (printed lines vs handwriting)")
+    p.add_argument("--out", default="runs/lines", help="output folder for line-model.onnx and its card")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps")
+    p.add_argument("--pages", type=int, default=d.pages, help="pages drawn to train on (from MNIST training digits)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--bundle", action="store_true", help="also write it as the line finder shipped with digitlab")
+    p.set_defaults(func=cmd_train_lines)
+
+
+def cmd_train_lines(args: argparse.Namespace) -> int:
+    require("train-lines", "torch", "onnx", "onnxscript")
+    import shlex
+    import sys
+
+    from digitlab.lab.lines import LinesConfig, train_lines
+
+    config = LinesConfig(steps=args.steps, pages=args.pages, seed=args.seed)
+    command = "digitlab " + shlex.join(sys.argv[1:])
+    figures = train_lines(args.out, config, bundle=args.bundle, command=command)
+    print(f"line finder -> {figures['onnx']}: on {figures['held_out_pages']} held-out pages, line pixels found "
+          f"{100 * figures['line_recall']:.1f}% (precision {100 * figures['line_precision']:.1f}%), handwriting "
+          f"kept {100 * figures['handwriting_kept']:.1f}%; {figures['train_time_s']:.0f}s training")
+    return 0
+
 
 # ---------------------------------------------------------------------------- finetune
 def cmd_finetune(args: argparse.Namespace) -> int:
+    require("finetune", "torch", "safetensors", "onnx", "onnxscript")
     from digitlab.lab.finetune import FinetuneConfig, finetune
 
     out = args.out or f"runs/finetuned-{Path(args.images).resolve().name}"
@@ -285,7 +350,7 @@ def add_finetune_command(commands, data_dir: argparse.ArgumentParser) -> None:
                         "every layer; head: the head only")
     p.add_argument("--rehearsal", type=int, default=3000, help="MNIST training images mixed in (default 3000)")
     p.add_argument("--min-per-class", type=int, default=1, help="fewest examples of each digit accepted")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the rehearsal images drawn and the batch order")
     p.set_defaults(func=cmd_finetune)
 
 

@@ -19,10 +19,13 @@ from PIL import Image
 
 from digitlab import reader
 from digitlab.errors import DigitlabError, ImageError
+from digitlab.extras import require
 from digitlab.files import atomic_write_bytes, atomic_write_text
+from digitlab.reader.hint import several_digits_hint
 from digitlab.reader.image import Loaded, load
+from digitlab.reader.pipeline import ink_map, read_page
 from digitlab.reader.preprocess import composite_alpha
-from digitlab.reader.recognize import digit_count
+from digitlab.reader.recognize import SURE
 
 # ---------------------------------------------------------------------------- predict (reader)
 # Folders are read over worker processes (one per core), answers printed in input order. With
@@ -37,7 +40,7 @@ SYNC_EVERY_S = 1.0
 @dataclass(frozen=True)
 class PredictOptions:
     multi: bool = False
-    min_confidence: float = 0.0
+    min_confidence: float | None = None  # None: the reader's default decision (recognize.SURE)
     explain: str | None = None
     model: str | None = None
 
@@ -110,11 +113,12 @@ def to_record(n: int, name: str, image: Loaded | DigitlabError, result, options:
         else:
             out = {"file": name, **reader.as_dict(result)}
             seen = [result["image"]] if result["image"] is not None else []
-            if result["status"] != "no digit" and (count := digit_count(result["ink"])) > 1:
-                out["hint"] = f"looks like {count} digits: use --multi to read them as a number"
+            if hint := several_digits_hint(result, "use --multi"):
+                out["hint"] = hint
         if options.explain:
             write_explain(Path(options.explain), n, name, seen or [what_the_reader_saw(image)],
                           "" if seen else "-no-digit")
+            write_steps(Path(options.explain), n, name, image, options.multi)
     except DigitlabError as e:
         return {"file": name, "error": str(e)}
     return out
@@ -140,14 +144,31 @@ def write_explain(folder: Path, n: int, name: str, images: list, suffix: str = "
         atomic_write_bytes(folder / f"{n:03d}-{stem}{part}{suffix}.png", buf.getvalue())
 
 
+def write_steps(folder: Path, n: int, name: str, image: Loaded, multi: bool) -> None:
+    """What each step of the reader's pipeline made of the image (pipeline.Page.trace), as PNGs
+    NNN-name-step-K-STEP.png: the decoded grey, the page's ink, the printed lines found and the ink
+    without them, the ink read, and (one digit) the 28x28. Nothing past the step that found no digit."""
+    try:
+        trace = ink_map(image, trace=True).trace if multi else read_page(image, trace=True)[1].trace
+    except DigitlabError:
+        return
+    stem = "stdin" if name == "-" else Path(name).stem
+    for k, (step, picture) in enumerate(trace):
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, format="PNG")
+        atomic_write_bytes(folder / f"{n:03d}-{stem}-step-{k}-{step.replace(' ', '-')}.png", buf.getvalue())
+
+
 def format_line(record: dict) -> str:
     """The plain-text line of one record: "name: 7 (99.9%)"."""
     if "error" in record:
         line = f"error: {record['error']}"
     elif "text" in record:
-        line = record["text"] or "no digit"
+        line = f'"{record["text"]}"' if record["text"] else "no digit"
+        line += " (unsure)" if record["status"] == "unsure" else ""
     else:
         line = record["status"] if record["label"] is None else str(record["label"])
+        line += f", maybe {record['guess']}" if record["status"] == "unsure" else ""
         line += f" ({100 * record['confidence']:.1f}%)" if record["probabilities"] else ""
     if "hint" in record:
         line += f" [{record['hint']}]"
@@ -318,6 +339,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         stream.close()  # stops the worker processes now, not whenever the generator is collected
         if bar is not None:
             bar.close()
+    if args.explain:
+        print(f"digitlab: --explain: the images the model saw, and each step's, are in {args.explain}/ "
+              f"(NNN-<input name>.png)", file=sys.stderr)
     if results:
         results.finish([name for name, _ in inputs])
         print(f"digitlab: {args.out}: {len(inputs):,} inputs answered ({len(tasks):,} now, "
@@ -330,13 +354,16 @@ def add_predict_commands(commands) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive), or - for stdin")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--multi", action="store_true", help="read a row of digits as one number")
-    p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
-                   help="abstain (label null / '?') below this confidence, 0-1")
-    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw here "
-                   "(for 'no digit': the grey image the reader saw)")
+    p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
+                   help="answer 'unsure' (label null, the best reading in 'guess') below this confidence, 0-1 "
+                        f"(default: {SURE}, where the reader's sure answers are right 99.5%% of the time)")
+    p.add_argument("--explain", metavar="DIR", help="write the 28x28 image(s) the model saw into DIR "
+                   "(for 'no digit': the grey image the reader saw), and what each step of the reader made "
+                   "(NNN-name-step-K-STEP.png); default: none written")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
-                   "rerun the same command to resume an interrupted run; NAME.parquet: Parquet partitions")
+                   "rerun the same command to resume an interrupted run (default: stdout); NAME.parquet: "
+                   "Parquet partitions")
     p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
@@ -350,21 +377,23 @@ def add_predict_commands(commands) -> None:
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     # FastAPI and uvicorn are the `serve` extra: imported here so `digitlab predict` never needs them
-    try:
-        from digitlab.serve import ServeConfig, run
-    except ImportError as e:
-        raise DigitlabError(f"the service needs the serve extra: pip install 'digitlab[serve]' ({e})") from None
+    require("serve", "fastapi", "uvicorn", "python_multipart")
+    from digitlab.serve import ServeConfig, run
 
     for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
-                 "header_timeout"):
+                 "header_timeout", "feedback_per_minute", "feedback_max_mb"):
         if getattr(args, name) <= 0:
             raise DigitlabError(f"--{name.replace('_', '-')} must be positive")
+    if args.batch_wait_ms < 0:
+        raise DigitlabError("--batch-wait-ms must be 0 or more")
     config = ServeConfig(model=args.model, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                          max_pixels=int(args.max_megapixels * 1_000_000), max_batch=args.max_batch,
                          max_concurrent=args.max_concurrent, request_timeout=args.timeout,
                          header_timeout=args.header_timeout,
                          feedback_db=args.feedback_db or ServeConfig().feedback_db, watch=args.watch,
-                         reload_token=args.reload_token)
+                         reload_token=args.reload_token, batch_wait_ms=args.batch_wait_ms,
+                         feedback_token=args.feedback_token, feedback_per_minute=args.feedback_per_minute,
+                         feedback_max_mb=args.feedback_max_mb)
     try:
         run(config, args.host, args.port, workers=args.workers, announce=lambda line: print(line, flush=True),
             log_level=args.log_level)
@@ -375,45 +404,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from digitlab.serve.config import default_feedback_db
-    from digitlab.serve.feedback import export
+    from digitlab.serve.feedback import connect, export, kept_apart
 
     db = args.db or default_feedback_db()
     counts = export(db, args.dir)
     total = sum(counts.values())
     per_label = " ".join(f"{label}:{n}" for label, n in sorted(counts.items())) or "none"
+    con = connect(db)
+    try:
+        apart = kept_apart(con)
+    finally:
+        con.close()
     print(f"{total} correction{'s' if total != 1 else ''} from {db} -> {Path(args.dir) / '<label>'}/*.png  "
-          f"(per label: {per_label})")
+          f"(per label: {per_label})" + (f"; {apart} kept apart (not a digit), left out" if apart else ""))
     return 0
 
 
 def add_serve_commands(commands) -> None:
     from digitlab.serve.config import ServeConfig
 
-    d = ServeConfig()
+    d, cores = ServeConfig(), usable_cpus()
     p = commands.add_parser("serve", help="REST API and web drawing pad (FastAPI on uvicorn)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
+    p.add_argument("--workers", type=int, default=cores,
+                   help=f"worker processes, each loading the model once (default: one per core, here {cores})")
     p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 1024 / 1024, help="request body limit")
     p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6,
                    help="image size limit, read from the header before decoding")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per /v1/predict/batch request")
-    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent, help="inferences at once per worker")
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                   help="requests read at once per worker (its thread pool)")
+    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                   help="how long the first request at the network waits for others to share its call")
     p.add_argument("--timeout", type=float, default=d.request_timeout, help="seconds per request")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds a client may take to send its request headers (slowloris guard)")
     p.add_argument("--feedback-db", help="SQLite file for corrections (default: $DIGITLAB_FEEDBACK_DB or "
                    "~/.local/share/digitlab/feedback.sqlite3)")
+    p.add_argument("--feedback-token", help="secret for POST /v1/feedback (default: anyone may send corrections)")
+    p.add_argument("--feedback-per-minute", type=int, default=d.feedback_per_minute,
+                   help="corrections a minute per client address, per worker (beyond: 429)")
+    p.add_argument("--feedback-max-mb", type=float, default=d.feedback_max_mb,
+                   help="size limit of the corrections database (beyond: 507)")
     p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
-    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (without: loopback clients only)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--reload-token", help="secret for POST /v1/model/reload (default: none; loopback clients only)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="uvicorn's log level")
     p.set_defaults(func=cmd_serve)
 
     fb = commands.add_parser("feedback", help="corrections collected by the service")
     fb_cmds = fb.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
     p = fb_cmds.add_parser("export", help="write the corrections as a labelled image folder DIR/<label>/*.png")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="folder to write into (created if missing); "
+                   "`digitlab finetune MODEL --images DIR` reads it")
     p.add_argument("--db", help="the SQLite file (default: as for serve)")
     p.set_defaults(func=cmd_feedback_export)
 

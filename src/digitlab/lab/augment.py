@@ -10,7 +10,11 @@ for such an input. The ways real collections differ, each one function here:
 - binarization: 1-bit, at a random threshold;
 - stroke thickness: dilated or eroded at several scales;
 - pen strokes: constant width with round caps, the way a canvas or a tablet draws;
-- slant and elastic distortion: other writers' hands.
+- slant and elastic distortion: other writers' hands;
+- where people write (`on_form`): in a printed box, on ruled or squared paper, on a printed line,
+  photographed or scanned (`digitlab.testing.paper`, which draws the suite's forms from MNIST test
+  digits). The reader takes the printed lines out; the model learns from what it leaves: remnants of
+  lines, a stroke bridged across one, a frame's corner.
 
 `not_one_digit` makes the opposite: what the reader shows the model when it cuts a row of digits in
 the wrong place (a strip of one digit, the joint of two) or does not cut it (two digits as one). The
@@ -34,6 +38,7 @@ import numpy as np
 from digitlab.errors import ImageError
 from digitlab.reader import preprocess
 from digitlab.reader.preprocess import normalize_digit
+from digitlab.testing import paper
 
 UPSCALE = 4  # work at 112x112 so that thickness and pen changes are smooth
 NOT_ONE_DIGIT = -1  # the label of a training image that is not one digit: its target is "any of ten"
@@ -137,9 +142,29 @@ def styled_ink(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return thickness(ink, rng) if style < 0.6 else ink
 
 
-def realistic_variant(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+FORM_KINDS = ("box", "box", "ruled", "squared", "underline")  # a comb's cell is a box, read as one
+
+
+def on_form(image28: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One MNIST digit in another writer's hand, 28-110 px tall, written in a printed box, on ruled or
+    squared paper or on a printed line, scanned or photographed, and read back by the reader (which
+    removes the printed lines): uint8 [28, 28], or the original where the reader finds no digit."""
+    ink = crop_to_ink(styled_ink(image28, rng))
+    height = int(rng.integers(28, 111))
+    ink = cv2.resize(ink, (max(2, round(ink.shape[1] * height / ink.shape[0])), height), interpolation=cv2.INTER_AREA)
+    page = paper.on_paper([ink], str(rng.choice(FORM_KINDS)), rng)
+    try:
+        return preprocess(paper.photograph(page, rng))
+    except ImageError:
+        return image28
+
+
+def realistic_variant(image28: np.ndarray, rng: np.random.Generator, forms: float = 0.0) -> np.ndarray:
     """One MNIST digit (uint8 [28, 28]) as a real collection might hold it, preprocessed like the reader
-    does: uint8 [28, 28]. Falls back to the original if the reader finds no digit in the rendering."""
+    does: uint8 [28, 28]; a `forms` share of them written on forms (`on_form`). Falls back to the
+    original if the reader finds no digit in the rendering."""
+    if forms and rng.random() < forms:
+        return on_form(image28, rng)
     ink = styled_ink(image28, rng)
     if rng.random() < 0.45:
         ink = frame_filling(ink, rng)
@@ -241,15 +266,16 @@ def _run(fn, jobs: list, workers: int | None) -> list:
         return list(pool.map(fn, jobs))
 
 
-def _views_chunk(args: tuple[np.ndarray, int, int]) -> np.ndarray:
-    images, n_views, seed = args
+def _views_chunk(args: tuple[np.ndarray, int, int, float]) -> np.ndarray:
+    images, n_views, seed, forms = args
     rng = np.random.default_rng(seed)
-    return np.stack([[realistic_variant(im, rng) for im in images] for _ in range(n_views)])
+    return np.stack([[realistic_variant(im, rng, forms) for im in images] for _ in range(n_views)])
 
 
 def realistic_views(images: np.ndarray, n_views: int = 2, seed: int = 0, workers: int | None = None,
-                    chunk: int = 2000) -> np.ndarray:
-    """uint8 [n_views, N, 28, 28]: n_views realistic renderings of each image, deterministic in `seed`
-    (each chunk of images has its own seed, so the result does not depend on `workers`)."""
-    jobs = [(images[i:i + chunk], n_views, seed * 100_003 + i) for i in range(0, len(images), chunk)]
+                    chunk: int = 2000, forms: float = 0.0) -> np.ndarray:
+    """uint8 [n_views, N, 28, 28]: n_views realistic renderings of each image, a `forms` share of them
+    written on forms, deterministic in `seed` (each chunk of images has its own seed, so the result
+    does not depend on `workers`)."""
+    jobs = [(images[i:i + chunk], n_views, seed * 100_003 + i, forms) for i in range(0, len(images), chunk)]
     return np.concatenate(_run(_views_chunk, jobs, workers), axis=1)

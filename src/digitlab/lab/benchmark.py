@@ -127,6 +127,7 @@ def markdown(result: dict) -> str:
 
 
 def machine() -> str:
-    from digitlab.machine import describe
+    """Where the figures were measured: CPU, BLAS kernel and threads, load average."""
+    from digitlab.machine import compute_libraries, describe
 
-    return f"{describe()}; {platform.machine()}, Python {platform.python_version()}"
+    return f"{describe()}; {platform.machine()}, Python {platform.python_version()}; {compute_libraries()}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.reader.calibration import log_losses
+from digitlab.reader.calibration import FLOOR, log_losses
 
 
 @dataclass
@@ -28,8 +28,9 @@ class Interpretation:
     macro_f1: float
     confusion_matrix: list[list[int]]  # [true][predicted]
     per_class: list[dict]  # class, precision, recall, f1, support
-    top_losses: list[dict]  # index, true, predicted, probability (of the prediction), loss
+    top_losses: list[dict]  # index, true, predicted, probability (of the prediction), true_probability, loss
     most_confused: list[dict]  # true, predicted, count
+    no_true_vote: int = 0  # mistakes that gave the true label no probability at all (k-NN: no neighbour's vote)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,8 +61,10 @@ def interpret(proba: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[
     confidence = proba[np.arange(len(labels)), predicted]
     # Highest loss first; among equal losses (k-NN gives many p=0), the most confident mistake; then by index.
     worst = np.lexsort((np.arange(len(losses)), -confidence, -losses))[:top_k]
+    true_p = proba[np.arange(len(labels)), labels]
     top_losses = [{"index": int(i), "true": int(labels[i]), "predicted": int(predicted[i]),
-                   "probability": float(confidence[i]), "loss": float(losses[i])} for i in worst]
+                   "probability": float(confidence[i]), "true_probability": float(true_p[i]),
+                   "loss": float(losses[i])} for i in worst]
 
     off = cm.copy()
     np.fill_diagonal(off, 0)
@@ -72,7 +75,7 @@ def interpret(proba: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[
     return Interpretation(classes=[str(c) for c in classes], n=len(labels), n_incorrect=int(len(labels) - tp.sum()),
                           accuracy=float(tp.sum() / max(len(labels), 1)), macro_f1=float(f1.mean()),
                           confusion_matrix=cm.tolist(), per_class=per_class, top_losses=top_losses,
-                          most_confused=most_confused)
+                          most_confused=most_confused, no_true_vote=int((true_p <= FLOOR).sum()))
 
 
 def evaluate_model(model, images: np.ndarray, labels: np.ndarray,
@@ -86,13 +89,25 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray,
     start = time.perf_counter()
     chunks, bar = [], Progress(f"predicting {len(images):,} images", total=len(images))
     for i in range(0, len(images), 2000):
-        chunks.append(model.predict_proba(images[i:i + 2000]))
+        chunks.append(class_proba(model, images[i:i + 2000], len(classes)))
         bar.update(min(i + 2000, len(images)))
     bar.close()
-    proba = np.concatenate(chunks) if chunks else model.predict_proba(images)
+    proba = np.concatenate(chunks) if chunks else class_proba(model, images, len(classes))
     seconds = time.perf_counter() - start
     speed = {"predict_seconds": seconds, "images_per_second": len(images) / seconds if seconds > 0 else float("inf")}
     return interpret(proba, labels, classes), speed
+
+
+def class_proba(model, images: np.ndarray, n_classes: int) -> np.ndarray:
+    """The model's probabilities with one column per class of the dataset: a classical model has
+    columns for the labels it saw in fit only (`classes_`, as in scikit-learn), e.g. after --limit."""
+    proba = model.predict_proba(images)
+    classes = getattr(model, "classes_", None)
+    if classes is None or proba.shape[1] == n_classes:
+        return proba
+    full = np.zeros((len(proba), n_classes), np.float32)
+    full[:, np.asarray(classes, dtype=np.int64)] = proba
+    return full
 
 
 def overfitting(history: list[dict], tolerance: float = 0.02) -> dict:
@@ -103,8 +118,13 @@ def overfitting(history: list[dict], tolerance: float = 0.02) -> dict:
     """
     rows = [h for h in history if "val_loss" in h and "train_loss" in h and "epoch" in h]
     if len(rows) < 2:
-        return {"overfitting": None, "from_epoch": None, "best_epoch": None,
-                "verdict": "not enough validation history to judge (needs two or more epochs)"}
+        if not history:
+            why = "fitted in one step, without epochs: there are no training curves to judge overfitting from"
+        elif not rows:
+            why = "no validation loss was recorded (trained without a hold-out): overfitting cannot be judged"
+        else:
+            why = "validation loss was recorded at one epoch only: two or more are needed to judge overfitting"
+        return {"overfitting": None, "from_epoch": None, "best_epoch": None, "verdict": why}
     val = np.array([h["val_loss"] for h in rows])
     train = np.array([h["train_loss"] for h in rows])
     best = int(np.argmin(val))
@@ -185,14 +205,27 @@ def confusion_text(interp: Interpretation) -> str:
     return "\n".join([header, *rows])
 
 
+def loss_text(t: dict) -> str:
+    """A top loss's loss: -log p(true), or "inf" where p(true) is 0 (the stored figure is -log of the
+    floor it was clipped to, 69.08, which is no measurement)."""
+    return "inf" if t.get("true_probability", 1.0) <= FLOOR else f"{t['loss']:.4f}"
+
+
+def no_true_vote_text(interp: Interpretation) -> str:
+    return (f"{interp.no_true_vote} mistakes gave the true label no probability at all (a k-NN does when no "
+            f"neighbour has it): their loss is infinite, so the ones shown are the most confident of them")
+
+
 def summary_text(interp: Interpretation) -> str:
     names = interp.classes
     lines = [classification_report(interp), "", "confusion matrix (rows: true, columns: predicted)",
              confusion_text(interp), "", f"incorrect: {interp.n_incorrect} of {interp.n}", "",
-             "top losses:  index  true -> predicted  p(predicted)  loss"]
+             "top losses:  index  true -> predicted  p(predicted)  p(true)  loss"]
     for t in interp.top_losses:
         lines.append(f"{t['index']:>18}  {names[t['true']]} -> {names[t['predicted']]}  "
-                     f"{t['probability']:.4f}  {t['loss']:.4f}")
+                     f"{t['probability']:.4f}  {t['true_probability']:.4f}  {loss_text(t)}")
+    if interp.no_true_vote > len(interp.top_losses):
+        lines.append(no_true_vote_text(interp))
     lines += ["", "most confused:  true -> predicted  count"]
     lines += [f"{'':>16}{names[c['true']]} -> {names[c['predicted']]}  {c['count']}" for c in interp.most_confused]
     return "\n".join(lines)

@@ -13,9 +13,11 @@ and `metrics.json` (its figures), each once.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +108,18 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         run["normalization"] = model.normalization
     if model.trains_in_epochs:
         run["world_size"] = world
+    if getattr(model.config, "realistic_views", 0):  # it trained on what the reader's pipeline made
+        from digitlab.reader.pipeline import PIPELINE_VERSION
+
+        run["pipeline_version"] = PIPELINE_VERSION
     if command:
         run["command"] = command
     if from_model is not None:
         run.update(from_model=str(from_model), freeze_epochs=freeze_epochs)
     t0 = time.perf_counter()
     if model.trains_in_epochs:
-        from .train import Checkpoint, ProgressBar, save_checkpoint
+        from .callbacks import Checkpoint, ProgressBar
+        from .checkpoint import save_checkpoint
 
         extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command,
                  "world_size": world}
@@ -126,7 +133,12 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     elif from_model is not None:
         raise DigitlabError(f"{family} is not a neural network: --from is for mlp, cnn, fast, best, resnet34")
     else:
-        model.fit(x, y, x_val, y_val)
+        with convergence_notes(notes := []):
+            model.fit(x, y, x_val, y_val)
+        for note in notes:  # one line each, not scikit-learn's warning with its source line
+            print(f"{family}: {note}", file=sys.stderr)
+        if notes:
+            run["notes"] = notes
     fit_wall = time.perf_counter() - t0
     if not main:  # the other ranks trained the same weights; rank 0 saves and evaluates them
         return model, {}
@@ -134,6 +146,22 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     metrics = run_metrics(model, family, dataset, seed, (x, x_val, y_val), (x_test, y_test), fit_wall)
     atomic_write_json(out / "metrics.json", metrics)
     return model, metrics
+
+
+@contextlib.contextmanager
+def convergence_notes(notes: list[str]):
+    """scikit-learn's ConvergenceWarning (an MLP stopped at max_iter) as a note in `notes`, for the
+    run's config.json and one line on stderr; any other warning is shown as it would have been."""
+    from sklearn.exceptions import ConvergenceWarning  # the classical families' (they need scikit-learn)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            notes.append(f"did not converge ({w.message}); --set max_iter=N trains longer")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def run_metrics(model: models.Classifier, family: str, dataset: str, seed: int, train: tuple, test: tuple,
@@ -144,20 +172,33 @@ def run_metrics(model: models.Classifier, family: str, dataset: str, seed: int, 
     x, x_val, y_val = train
     interp, speed = evaluate_model(model, *test, data.get(dataset).classes)
     # For neural models: time inside the training loop (summed over resumed sessions), no validation.
-    train_time = sum(h.get("time", 0.0) for h in model.history) if model.history else fit_wall
+    # scikit-learn's MLPs record epochs without their times: the fit's wall time is theirs.
+    timed = [h["time"] for h in model.history if "time" in h]
+    train_time = sum(timed) if timed else fit_wall
     epochs = len(model.history) or 1
     metrics = {
         "family": family, "dataset": dataset, "seed": seed,
-        "test_accuracy": interp.accuracy, "val_accuracy": model.score(x_val, y_val) if len(x_val) else None,
+        "test_accuracy": interp.accuracy, "val_accuracy": val_accuracy(model, x_val, y_val),
         "train_accuracy_last_epoch": model.history[-1].get("train_acc") if model.history else None,
         "train_time_s": round(train_time, 2), "fit_wall_s": round(fit_wall, 2),
         "train_images_per_s": round(len(x) * epochs / train_time, 1) if train_time else None,
         "test_predict_s": round(speed["predict_seconds"], 2), "epochs": epochs, "train_images": len(x),
         "val_images": len(x_val), "n_parameters": model.n_parameters(), **speed, **interp.to_dict(),
     }
-    if getattr(model, "lr_finder", None):
-        metrics["lr_finder_suggestion"] = model.lr_finder["suggestion"]
+    if getattr(model, "lr_finder_", None):
+        metrics["lr_finder_suggestion"] = model.lr_finder_["suggestion"]
     return metrics
+
+
+def val_accuracy(model: models.Classifier, x_val: np.ndarray, y_val: np.ndarray) -> float | None:
+    """Accuracy on the validation split: the last epoch's, which the training loop measured on the
+    weights the model ends with; computed here only for models whose history does not hold it
+    (one-shot models, and mlp-sklearn-tuned, which keeps its best epoch rather than its last)."""
+    if not len(x_val):
+        return None
+    if model.trains_in_epochs and model.history and "val_acc" in model.history[-1]:
+        return model.history[-1]["val_acc"]
+    return model.score(x_val, y_val)
 
 
 def _start_from(model: models.Classifier, from_model: str | os.PathLike, resume: bool) -> None:
@@ -172,7 +213,7 @@ def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,
     cls = models.family_class(family)
     if not cls.trains_in_epochs:
         raise ModelError(f"{checkpoint}: no checkpoint to resume: {family} trains in one step")
-    from .train import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     meta = read_checkpoint(checkpoint)
     if meta.get("family", family) != family or meta.get("dataset", dataset) != dataset:
@@ -183,7 +224,7 @@ def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,
         raise ModelError(f"{checkpoint}: the run trained on {w} process{'es' if w > 1 else ''}; "
                          f"resume it with --nproc {w}")
     model = cls(config_from(cls.Config, meta["config"]), device=device or "cpu")
-    model.resume(checkpoint)
+    model.resume(checkpoint, meta)
     if model.config.precision != meta["config"].get("precision", model.config.precision):
         print(f"{checkpoint}: the run trained in {meta['config']['precision']}, which this CPU would emulate; "
               f"resuming in {model.config.precision}", file=sys.stderr)
@@ -207,7 +248,8 @@ def find_lr(family: str, dataset: str = "mnist", data_dir: str | None = None, se
     """The LR finder's sweep for a neural family on the training split (minus the hold-out)."""
     import torch
 
-    from .train import lr_find, to_tensor
+    from .loop import to_tensor
+    from .lr_finder import lr_find
 
     model = make_model(family, seed, device, **settings)
     if not model.trains_in_epochs:

@@ -10,6 +10,7 @@ dataset's test split with the exported file itself, through onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -53,6 +54,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, q
     bar.update(0, "tracing to ONNX")
     onnx_bytes = to_onnx(model.net)
     if quantize:
+        from .loop import normalize
+
         bar.update(1, "quantizing to int8")
         train_images, _ = load(run["dataset"], "train")
         calibration = np.random.default_rng(0).choice(len(train_images), calibration_size, replace=False)
@@ -93,22 +96,19 @@ def held_out(run: dict, config) -> tuple[np.ndarray, np.ndarray] | None:
     if getattr(config, "realistic_views", 0):
         from .augment import realistic_views
 
-        x_val = np.concatenate([x_val, realistic_views(x_val, 1, seed=run["seed"] + 1)[0]])
+        x_val = np.concatenate([x_val, realistic_views(x_val, 1, seed=run["seed"] + 1,
+                                                       forms=getattr(config, "forms", 0.0))[0]])
         y_val = np.concatenate([y_val, y_val])
     return x_val, y_val
 
 
 def read_run(model_dir: Path) -> dict:
     """The record of the run that made the model (config.json; older folders lack some fields)."""
-    from .train import MNIST_MEAN, MNIST_STD
+    from .loop import MNIST_MEAN, MNIST_STD
 
     run = read_json(model_dir / "config.json")
     return {"dataset": "mnist", "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD},
             "seed": run["config"].get("seed", 0), **run}
-
-
-def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-    return ((images.astype(np.float32) / 255.0 - mean) / std)[:, None]
 
 
 def to_onnx(net) -> bytes:
@@ -116,14 +116,26 @@ def to_onnx(net) -> bytes:
     import torch
 
     net = net.eval().float().to(memory_format=torch.contiguous_format)
-    # torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts on
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with quiet_onnx_export():
         program = torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     opset_version=OPSET, dynamo=True, verbose=False)
     return program.model_proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def quiet_onnx_export():
+    """torch.export's own deprecation notices and "torchvision is not installed": nothing a user acts
+    on. The logger's level is put back afterwards: the caller's logging is the caller's."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
@@ -176,4 +188,5 @@ def make_card(model, model_dir: Path, run: dict, quantize: str | None, bundle: b
         architecture=str(model.net), n_parameters=model.n_parameters(), config=dict(run["config"]),
         train_time_s=metrics.get("train_time_s"), pytorch_test_accuracy=metrics.get("test_accuracy"),
         exported=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        **({"pipeline_version": run["pipeline_version"]} if run.get("pipeline_version") else {}),
         environment=f"torch {torch.__version__}, Python {platform.python_version()}")

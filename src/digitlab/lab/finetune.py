@@ -29,9 +29,9 @@ from digitlab import card as model_card
 from digitlab import data
 from digitlab.errors import DataError, ImageError, ModelError
 from digitlab.files import atomic_write_json, read_json
-from digitlab.reader.infer import BUNDLED
 
 from . import models
+from .models.base import config_from
 from .models.neural import NeuralClassifier
 
 
@@ -51,7 +51,7 @@ class FinetuneConfig:
 # ---------------------------------------------------------------------------- the base model
 def load_base(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> NeuralClassifier:
     """A lab model directory, an exported .onnx file of a plain Sequential family, or "bundled"."""
-    path = BUNDLED if str(spec) == "bundled" else Path(spec)
+    path = models.resolve(spec)
     if path.is_dir():
         model = models.load(path)
         if not isinstance(model, NeuralClassifier):
@@ -70,16 +70,16 @@ def from_onnx(path: Path, data_dir: str | os.PathLike | None = None, stats_image
     from onnx import numpy_helper
     from torch import nn
 
-    from .train import to_tensor
+    from .loop import to_tensor
 
     card = model_card.read(path)
     family = card.get("family")
     cls = models.family_class(family) if family in models.FAMILIES else None
     if cls is None or not issubclass(cls, NeuralClassifier):
         raise ModelError(f"{path}: its card names family {family!r}, not a neural family")
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in card.get("config", {}).items() if k in fields}
-    model = cls(cls.Config(**config))
+    # JSON gives lists back; the configs' sequences (widths) are tuples
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in card.get("config", {}).items()}
+    model = cls(config_from(cls.Config, settings))
     net = model.net
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
                for i in onnx.load(str(path)).graph.initializer}
@@ -135,7 +135,7 @@ def _unfold_batchnorm(net, unfold: list, x) -> None:
 def read_examples(root: str | os.PathLike, min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images uint8 [N, 28, 28], labels [N] and file names from `root/<digit>/*`, each image through
     the reader's preprocessing. Raises DataError naming what is wrong with the folder."""
-    from digitlab.reader.preprocess import preprocess
+    from digitlab.reader.pipeline import preprocess
 
     root = Path(root)
     if not root.is_dir():
@@ -189,7 +189,9 @@ def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarr
     import torch
 
     from .augment import with_not_one_digit
-    from .train import fit_one_cycle, freeze, resolve_precision, to_tensor
+    from .loop import to_tensor
+    from .precision import resolve_precision
+    from .transfer import fit_one_cycle, freeze
 
     if model.config.not_one_digit:  # keep reading a wrong cut through touching digits as unsure: rehearse that too
         x_old, y_old = with_not_one_digit(x_old, y_old, model.config.not_one_digit, config.seed)
@@ -210,7 +212,7 @@ def adapt(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarr
         raise ValueError(f"unknown fine-tuning method {config.method!r}; use fastai, all or head")
     learner = fit_one_cycle(model.net, groups, to_tensor(xs), torch.from_numpy(ys), model.config, epochs, lr,
                             device=model.device)
-    model.history = model.history + [{**h, "phase": config.method} for h in learner.history]
+    model.history_ = model.history + [{**h, "phase": config.method} for h in learner.history]
     model.net.eval()
     return model
 
@@ -294,7 +296,7 @@ def finetune(base: str | os.PathLike, images: str | os.PathLike, out: str | os.P
 
 def recorded_accuracy(base: str | os.PathLike) -> float | None:
     """The MNIST test accuracy a base model's card or metrics.json records, if any."""
-    path = BUNDLED if str(base) == "bundled" else Path(base)
+    path = models.resolve(base)
     try:
         if path.is_dir():
             metrics = read_json(path / "metrics.json")

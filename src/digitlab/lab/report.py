@@ -17,7 +17,7 @@ import numpy as np
 
 from digitlab.files import atomic_write_text
 
-from .evaluate import Interpretation, ModelResult, evaluate_directory, overfitting
+from .evaluate import Interpretation, ModelResult, evaluate_directory, loss_text, no_true_vote_text, overfitting
 
 
 def _figure_png(fig) -> str:
@@ -80,7 +80,7 @@ def top_losses_png(interp: Interpretation, images: np.ndarray, columns: int = 8)
     for ax, t in zip(axes.flat, interp.top_losses, strict=False):
         ax.imshow(images[t["index"]], cmap="gray_r")
         ax.set_title(f"#{t['index']} {names[t['true']]}->{names[t['predicted']]}\n"
-                     f"p={t['probability']:.2f} loss={t['loss']:.2f}", fontsize=7)
+                     f"p={t['probability']:.2f} p(true)={t['true_probability']:.2f} loss={loss_text(t)}", fontsize=7)
     return _figure_png(fig)
 
 
@@ -105,6 +105,7 @@ def model_section(r: ModelResult, anchor: str) -> str:
         f'<h3 class="overfitting">Overfitting</h3><p>{html.escape(verdict["verdict"])}</p>',
         '<h3 class="confusion">Confusion matrix</h3>', confusion_png(i),
         '<h3 class="top-losses">Top losses</h3>', grid or "<p>None.</p>",
+        f"<p>{html.escape(no_true_vote_text(i))}.</p>" if i.no_true_vote > len(i.top_losses) else "",
         '<h3 class="most-confused">Most confused</h3>',
         _table(["true", "predicted", "count"],
                [[names[c["true"]], names[c["predicted"]], c["count"]] for c in i.most_confused]),

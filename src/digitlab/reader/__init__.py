@@ -6,9 +6,10 @@ a lint rule (see pyproject.toml) keeps torch, scikit-learn and `digitlab.lab` ou
 
 from digitlab.reader.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll, softmax
 from digitlab.reader.infer import BUNDLED, OnnxModel, bundled
-from digitlab.reader.preprocess import PreprocessConfig, preprocess
+from digitlab.reader.pipeline import PIPELINE_VERSION, preprocess
+from digitlab.reader.preprocess import PreprocessConfig
 from digitlab.reader.recognize import Digit, Reading, as_dict, classify, classify_many, get_model, read
 
-__all__ = ["BUNDLED", "Digit", "OnnxModel", "PreprocessConfig", "Reading", "apply_temperature", "as_dict",
-           "bundled", "classify", "classify_many", "expected_calibration_error", "fit_temperature", "get_model", "nll",
-           "preprocess", "read", "softmax"]
+__all__ = ["BUNDLED", "PIPELINE_VERSION", "Digit", "OnnxModel", "PreprocessConfig", "Reading", "apply_temperature",
+           "as_dict", "bundled", "classify", "classify_many", "expected_calibration_error", "fit_temperature",
+           "get_model", "nll", "preprocess", "read", "softmax"]

@@ -5,7 +5,8 @@ People send anything: a 12 MP phone photo, a 16x16 scan, a canvas export with tr
 that only claims to be a PNG, or a 100-byte "decompression bomb" whose header promises 10^10
 pixels. So the loader
 
-- refuses files over MAX_BYTES and headers over MAX_PIXELS before decoding a single pixel;
+- refuses files over `Limits.max_bytes` and headers over `Limits.max_pixels` before decoding a single
+  pixel (the service passes its own, smaller limits: one check, in one place, parsing the header once);
 - decodes JPEGs at 1/2, 1/4 or 1/8 size when that still leaves about WORK_SIZE pixels (libjpeg's
   draft mode skips most of the work), and reduces everything else to WORK_SIZE in uint8: a full-size
   image is never converted to float;
@@ -26,13 +27,25 @@ import numpy as np
 import pyspng
 from PIL import Image, UnidentifiedImageError
 
-from digitlab.errors import ImageError
+from digitlab.errors import ImageError, ImageTooLargeError
 
 MAX_BYTES = 64 * 2**20  # a 12 MP JPEG is 3-8 MB; a 64 MB file is not a photo of a digit
 MAX_PIXELS = 64_000_000  # 8000 x 8000: every phone camera; below Pillow's own bomb limit (89 M)
 WORK_SIZE = 1024  # images are reduced to this longest side: enough for ten digits in a row
 ARRAY_DTYPES = ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                 "float16", "float32", "float64")
+
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an image may cost before any pixel is decoded."""
+
+    max_bytes: int = MAX_BYTES
+    max_pixels: int = MAX_PIXELS
+
+
+LIMITS = Limits()
 
 cv2.setNumThreads(1)  # one image is small work: thread start-up costs more than it saves
 
@@ -45,56 +58,77 @@ class Loaded:
     size: tuple[int, int]  # the input's (width, height), after EXIF orientation
 
 
-def load(src, max_side: int = WORK_SIZE) -> Loaded:
-    """Any supported source -> Loaded. Raises ImageError with a one-line reason."""
+def load(src, max_side: int = WORK_SIZE, limits: Limits = LIMITS) -> Loaded:
+    """Any supported source -> Loaded. Raises ImageError with a one-line reason (ImageTooLargeError
+    when over `limits`)."""
     if isinstance(src, Loaded):
         return src
     if isinstance(src, np.ndarray):
-        return from_array(src, max_side)
+        return from_array(src, max_side, limits)
     if isinstance(src, Image.Image):
-        return from_pil(src, "image", max_side)
+        return from_pil(src, "image", max_side, limits)
+    max_bytes = limits.max_bytes
+    too_big = f"larger than {max_bytes / 2**20:g} MB"
     if isinstance(src, (str, os.PathLike)):
         name = str(src)
         try:
-            if os.path.getsize(name) > MAX_BYTES:
-                raise ImageError(f"{name}: file larger than {MAX_BYTES // 2**20} MB")
+            if os.path.getsize(name) > max_bytes:
+                raise ImageTooLargeError(f"{name}: file {too_big}")
             with open(name, "rb") as f:
-                data = f.read(MAX_BYTES + 1)
+                data = f.read(max_bytes + 1)
         except FileNotFoundError:
             raise ImageError(f"{name}: no such file") from None
         except OSError as e:  # a folder, no permission, an I/O error
             raise ImageError(f"{name}: cannot be read ({e.strerror or type(e).__name__})") from None
-        if len(data) > MAX_BYTES:  # grew since its size was read
-            raise ImageError(f"{name}: file larger than {MAX_BYTES // 2**20} MB")
-        return open_image(data, name, max_side)
+        if len(data) > max_bytes:  # grew since its size was read
+            raise ImageTooLargeError(f"{name}: file {too_big}")
+        return open_image(data, name, max_side, limits)
     if isinstance(src, (bytes, bytearray, memoryview)):
-        if len(src) > MAX_BYTES:
-            raise ImageError(f"input bytes: larger than {MAX_BYTES // 2**20} MB")
-        return open_image(bytes(src), "input bytes", max_side)
+        if len(src) > max_bytes:
+            raise ImageTooLargeError(f"input bytes: {too_big}")
+        return open_image(bytes(src), "input bytes", max_side, limits)
     if hasattr(src, "read"):
         name = getattr(src, "name", "input stream")
-        data = src.read(MAX_BYTES + 1)
+        data = src.read(max_bytes + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"{name}: a binary stream is needed")
-        if len(data) > MAX_BYTES:
-            raise ImageError(f"{name}: larger than {MAX_BYTES // 2**20} MB")
-        return open_image(bytes(data), name, max_side)
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"{name}: {too_big}")
+        return open_image(bytes(data), name, max_side, limits)
     raise ImageError(f"cannot read an image from a {type(src).__name__}")
 
 
-def open_image(data: bytes, name: str, max_side: int) -> Loaded:
+def open_image(data: bytes, name: str, max_side: int, limits: Limits = LIMITS) -> Loaded:
+    if (claimed := png_size(data)) is not None:
+        # PNG, the usual upload (and the usual bomb): our limit before Pillow's, whose own check would
+        # otherwise answer first, with its warning or its message, for headers over 89 M pixels
+        check_pixels(*claimed, name, limits)
     if (size := plain_png(data, max_side)) and (loaded := decode_png(data, size)) is not None:
         return loaded
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a readable image (unknown or unsupported format)") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image larger than {MAX_PIXELS:,} pixels") from None
+    except Image.DecompressionBombError:  # over 179 M pixels, so over any limit of ours too
+        raise ImageTooLargeError(f"{name}: more than {limits.max_pixels:,} pixels (the limit)") from None
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many types on bad headers
         raise ImageError(f"{name}: not a readable image ({_one_line(e)})") from None
     with image:
-        return from_pil(image, name, max_side)
+        return from_pil(image, name, max_side, limits)
+
+
+def check_pixels(w: int, h: int, name: str, limits: Limits) -> None:
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: empty image ({w}x{h})")
+    if w * h > limits.max_pixels:
+        raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h:,} pixels exceeds the {limits.max_pixels:,}-pixel limit")
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, or None when the bytes are not a PNG."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -133,12 +167,9 @@ def decode_png(data: bytes, size: tuple[int, int]) -> Loaded | None:
     return Loaded(*gray_alpha(a), (1.0, 1.0), size)
 
 
-def from_pil(image: Image.Image, name: str, max_side: int) -> Loaded:
+def from_pil(image: Image.Image, name: str, max_side: int, limits: Limits = LIMITS) -> Loaded:
     w, h = image.size
-    if w < 1 or h < 1:
-        raise ImageError(f"{name}: empty image ({w}x{h})")
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"{name}: image of {w}x{h} pixels is larger than the {MAX_PIXELS:,} allowed")
+    check_pixels(w, h, name, limits)
     try:
         orientation = _orientation(image)
         if image.format == "JPEG" and max(w, h) > max_side and image.mode in ("L", "RGB"):
@@ -151,7 +182,7 @@ def from_pil(image: Image.Image, name: str, max_side: int) -> Loaded:
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image larger than {MAX_PIXELS:,} pixels") from None
+        raise ImageTooLargeError(f"{name}: more than {limits.max_pixels:,} pixels (the limit)") from None
     except MemoryError:
         raise ImageError(f"{name}: too large to decode") from None
     except Exception as e:  # noqa: BLE001 - truncated data, bad chunks, unsupported modes
@@ -230,7 +261,7 @@ def _from_wide(image: Image.Image, max_side: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- arrays
-def from_array(a: np.ndarray, max_side: int = WORK_SIZE) -> Loaded:
+def from_array(a: np.ndarray, max_side: int = WORK_SIZE, limits: Limits = LIMITS) -> Loaded:
     """[H, W], [H, W, 1-4] or channels-first [1-4, H, W] of bool, ints or floats (no NaN needed: NaN
     counts as 0). Reduced in its own dtype where OpenCV can, so a big float array is not copied."""
     a = np.asarray(a)
@@ -242,8 +273,7 @@ def from_array(a: np.ndarray, max_side: int = WORK_SIZE) -> Loaded:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)) or min(a.shape[:2]) < 1:
         raise ImageError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], not {list(a.shape)}")
-    if a.shape[0] * a.shape[1] > MAX_PIXELS:
-        raise ImageError(f"array of {a.shape[1]}x{a.shape[0]} pixels is larger than the {MAX_PIXELS:,} allowed")
+    check_pixels(a.shape[1], a.shape[0], "array", limits)
     h, w = a.shape[:2]
     if a.dtype == bool:
         a = a.view(np.uint8) * np.uint8(255)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from digitlab import card as model_card
 from digitlab.errors import ImageError, ModelError
 from digitlab.reader.calibration import softmax
+from digitlab.reader.pipeline import PIPELINE_VERSION
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLED = ASSETS / "digit-model.onnx"
@@ -47,6 +49,11 @@ class OnnxModel:
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise ModelError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
         model_card.check_session(self.session, self.card, self.path)
+        trained = self.card.get("pipeline_version")
+        if trained is not None and trained != PIPELINE_VERSION:
+            warnings.warn(f"{self.path}: trained on what reader pipeline v{trained} made of its images, but this "
+                          f"reader is v{PIPELINE_VERSION}: it may read less well until retrained "
+                          "(the card's command rebuilds it)", stacklevel=2)
         self.input_name = self.session.get_inputs()[0].name
         norm = self.card["normalization"]
         # (x / 255 - mean) / std  ==  x * scale + shift, one fused multiply-add per pixel

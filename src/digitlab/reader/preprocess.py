@@ -1,14 +1,15 @@
-"""Any image of a handwritten digit -> the 28x28 picture an MNIST model was trained on.
+"""The crafts of the reader's page and normalize steps (the order they run in: `pipeline`).
 
 MNIST digits are bright ink on black, anti-aliased, scaled so the longer side is 20 px, and pasted
 into 28x28 with their centre of mass at pixel (14, 14). People's images are anything but: a small
 digit in a corner, a cell cut tightly from a form so the strokes touch the edges, a 16x16 scan blown
 up 7x, dark pen on grey paper under a lamp, a white-on-black canvas export with a transparent
-background. Each step below undoes one of those differences; `PreprocessConfig` switches them on and
-off (benchmarks/reader.py measures what each one is worth).
+background. Each function below undoes one of those differences; `PreprocessConfig` (the user's
+settings) switches them on and off (benchmarks/reader.py measures what each one is worth).
 
-    image.load -> ink_map (polarity, flatten_background, stretch_contrast, remove_specks)
-               -> normalize_digit (crop, adjust_stroke, deskew, scale, centre of mass) -> uint8 [28, 28]
+    page:      dark_ink (polarity), uneven_paper + flatten_background (lighting), stretch_contrast
+    find:      pick_digit, remove_specks
+    normalize: normalize_digit (crop, adjust_stroke, deskew, scale, centre of mass) -> uint8 [28, 28]
 
 Paper and ink are told apart by Otsu's threshold and the image border, never by the median: a digit
 that fills its frame can cover most of the picture. numpy, Pillow and OpenCV only: this is the
@@ -17,31 +18,28 @@ inference path, which imports neither torch nor scipy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from digitlab.errors import NoDigitError
 
-from .image import Loaded, load
+from .image import load
 
 MNIST_STROKE = 1.85  # median of stroke_width() over MNIST digits, in pixels of the 20-px box
 PAPER_LEVEL = 32  # where flatten_background puts the paper (ink-bright grey levels)
 STROKE_WORK = 80  # a cropped digit is reduced to this longest side before stroke and scale steps
 SINGLE_WORK = 160  # an image of one digit is first read reduced to about this longest side, and
 SMALL_DIGIT = 64  # again at a finer scale if its digit came out shorter than this
-FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these shares (see narrower_views)
 
 
 @dataclass
 class PreprocessConfig:
     polarity: bool = True  # detect dark-on-light vs light-on-dark and make the ink bright
     flatten_background: bool = True  # divide out uneven paper brightness (lighting gradients, shadows)
-    flatten_always: bool = False  # even where the paper looks even: the reader's second look (see looks)
-    other_polarity: bool = False  # the polarity opposite to the one detected: a third look (see looks)
     threshold: bool = True  # Otsu/noise-based contrast ramp: paper texture -> 0, ink core -> 1
+    remove_lines: bool = True  # printed ruled lines, grids, box frames and underlines are not ink (structure.py)
     remove_specks: bool = True  # drop ink components far smaller than the largest one
     crop: bool = True  # cut to the ink's bounding box (off: scale the whole image)
     keep_aspect: bool = True  # longer side -> box px (off: stretch to box x box)
@@ -52,23 +50,6 @@ class PreprocessConfig:
     aspect: float = 1.0  # width x this after cropping: a frame-filling digit's lost aspect (see narrower_views)
     erode_share: float = 0.5  # stroke_width erodes at most this share of the average stroke (see thinner_view)
     min_contrast: float = 0.08  # ink must differ from the paper by this much (of the 0-1 range)
-
-
-@dataclass
-class InkMap:
-    """Ink (uint8, paper 0) at the working size, and how to get back to the input's pixels."""
-
-    ink: np.ndarray  # uint8, paper 0, ink up to 255
-    scale: tuple[float, float]  # input pixels per working pixel (x, y)
-    size: tuple[int, int]  # the input's (width, height)
-    picture: np.ndarray | None = None  # the ink of the whole picture, every blob but specks
-
-    def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
-        """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
-        sx, sy = self.scale
-        w, h = self.size
-        return (max(0, int(left * sx)), max(0, int(top * sy)),
-                min(w, int(np.ceil(right * sx))), min(h, int(np.ceil(bottom * sy))))
 
 
 # ---------------------------------------------------------------------------- ink map
@@ -349,46 +330,6 @@ def near_main(stats: np.ndarray, mass: np.ndarray, reach: float) -> np.ndarray:
         left, right = min(left, int(x0[near].min())), max(right, int((x0 + bw)[near].max()))
 
 
-def ink_image(loaded: Loaded, c: PreprocessConfig, factor: int = 1) -> np.ndarray:
-    """Loaded grey (+ alpha) -> ink-bright uint8 before the contrast ramp, reduced `factor` times."""
-    gray = loaded.gray
-    if loaded.alpha is not None:
-        gray = composite_alpha(gray, loaded.alpha)
-    if factor > 1:  # padded to whole blocks, so that the working pixels stay exactly factor x factor
-        h, w = gray.shape
-        gray = cv2.copyMakeBorder(gray, 0, -h % factor, 0, -w % factor, cv2.BORDER_REPLICATE)
-        gray = reduce_by(gray, factor)
-    dark = c.polarity and dark_ink(gray) != c.other_polarity
-    if dark:
-        gray = 255 - gray
-    if grainy(gray):  # a grainy photo or scan: average the grain away
-        gray = cv2.GaussianBlur(gray, (5, 5), 1.0)
-    if c.flatten_background and (c.flatten_always or uneven_paper(gray)) and not two_level(gray):
-        return flatten_background(gray, dark)
-    return gray
-
-
-def ink_map(image, config: PreprocessConfig | None = None, single: bool = False, factor: int = 1) -> InkMap:
-    """Any image -> InkMap (paper 0, ink up to 255, at the working size reduced `factor` times).
-    Raises NoDigitError when blank. single: the image holds one digit, so stray marks away from it
-    go too (pick_digit)."""
-    c = config or PreprocessConfig()
-    loaded = load(image)
-    x = ink_image(loaded, c, factor)
-    if c.threshold:
-        x = stretch_contrast(x, c.min_contrast)
-    else:
-        lo, hi = int(x.min()), int(x.max())
-        if hi - lo < 255 * c.min_contrast:
-            raise NoDigitError("no digit: the image is blank")
-        x = ((x.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
-    picture = None
-    if c.remove_specks:
-        picture, digit = pick_digit(x, reach=0.3 if single else None)
-        x = digit if single else picture
-    return InkMap(x, (loaded.scale[0] * factor, loaded.scale[1] * factor), loaded.size, picture)
-
-
 # ---------------------------------------------------------------------------- one digit -> 28x28
 def bounding_box(x: np.ndarray, level: float = 0.0) -> tuple[int, int, int, int]:
     """(top, left, bottom, right), exclusive end, of the pixels above `level`."""
@@ -548,114 +489,6 @@ def normalize_digit(x: np.ndarray, config: PreprocessConfig | None = None,
         x = x[top:bottom, left:right]
     x = scale_to_box(x, c.box, c.keep_aspect)
     return (paste_centered(x, c.center_of_mass) * 255 + 0.5).astype(np.uint8)
-
-
-def prepare(image, config: PreprocessConfig | None = None) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]:
-    """Any image holding one digit -> (uint8 [28, 28], the digit's (left, top, right, bottom) box in the
-    input image's pixels, the ink of the whole picture at the working size: every ink blob but specks,
-    before the digit is picked out, which `recognize.digit_count` looks at). Raises NoDigitError for a
-    blank image."""
-    c = config or PreprocessConfig()
-    loaded = load(image)
-    # Every step costs per pixel, and a digit's crop is cut to STROKE_WORK before its stroke is
-    # measured anyway: so read a clean image (a canvas, a scan: most neighbouring pixels equal)
-    # reduced to about SINGLE_WORK first, and again finer only when the digit turns out to be a small
-    # part of it. Photos and textured paper are read as they are: reducing them averages the grain
-    # away, and with it the noise floor that keeps a lamp's bright band or a shadow's edge out of the ink.
-    clean = noise_level(loaded.gray) == 0
-    factor = -(-max(loaded.gray.shape) // SINGLE_WORK) if clean else 1
-    m, c = first_ink_map(loaded, c, factor)
-    box = top, left, bottom, right = bounding_box(m.ink)
-    side = max(bottom - top, right - left)
-    if factor > 1 and side < SMALL_DIGIT:
-        finer = max(1, factor * side // STROKE_WORK)
-        m = ink_map(loaded, c, single=True, factor=finer)
-        box = top, left, bottom, right = bounding_box(m.ink)
-    picture = m.picture if m.picture is not None else m.ink
-    return normalize_digit(m.ink, c, box), m.to_input(left, top, right, bottom), picture
-
-
-def first_ink_map(loaded: Loaded, c: PreprocessConfig, factor: int) -> tuple[InkMap, PreprocessConfig]:
-    """The ink map of an image of one digit, and the settings that found it: the first of `looks` that
-    finds ink. Only a picture about to be called blank pays for the later looks."""
-    for look in looks(loaded, c):
-        try:
-            return ink_map(loaded, look, single=True, factor=factor), look
-        except NoDigitError as e:
-            blank = e
-    raise blank
-
-
-def looks(loaded: Loaded, c: PreprocessConfig) -> Iterator[PreprocessConfig]:
-    """The settings a picture of one digit is read with, in turn, before it is called blank:
-    - as configured;
-    - with the lighting flattened (`flatten_always`), even though uneven_paper found the paper even: a
-      soft shadow across a corner of a photo, just under its bar, hid a bold 2 (development seed 77);
-    - a picture that could be a photo or a scan of paper, flattened and in the other polarity
-      (`other_polarity`): a bright patch of lit paper departs from the paper's level further than a dark
-      digit does, and dark_ink takes the patch for the ink (4 of 1,500 photo renderings, an 8 on
-      development seed 7).
-    Tried and not kept (BENCHMARKS.md): the other polarity for every picture (it read the paper between
-    strokes of clean pictures as digits, a square-squashed 1 or a garment, and cost a tenth of the
-    Fashion-MNIST rejections); a clean picture without flattening (it read a 1 squashed into a square,
-    70-80% ink, which flattening takes for uneven paper, but also a tenth of blank photos, whose light
-    it took for ink). An ablation (a step switched off, or one of these forced) is read as configured.
-    A generator: a picture read at the first look costs nothing more."""
-    yield c
-    if not c.flatten_background or c.flatten_always or c.other_polarity:
-        return
-    second = replace(c, flatten_always=True)
-    yield second
-    if c.polarity and could_be_paper(loaded.gray):
-        yield replace(second, other_polarity=True)
-
-
-def fills_frame(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
-    """Does the ink's (left, top, right, bottom) box touch all four sides of a (width, height) image?"""
-    left, top, right, bottom = box
-    w, h = size
-    slack = max(w, h) // 100
-    return left <= slack and top <= slack and right >= w - slack and bottom >= h - slack
-
-
-def narrower_views(loaded: Loaded, box: tuple[int, int, int, int], config: PreprocessConfig | None = None,
-                   aspects: tuple[float, ...] = FRAME_ASPECTS) -> list[np.ndarray]:
-    """A digit whose ink touches all four sides of its image was likely stretched to the frame's shape
-    (a cell cut from a form; collections that store digits size-normalized, aspect not kept): its own
-    aspect is lost, and MNIST digits are narrower than tall (median width/height 0.8; a 1, 0.45). The
-    28x28 views of such a digit (`box`: its ink, in `loaded`'s pixels) narrowed to each of `aspects`;
-    [] when the ink leaves a margin."""
-    if not fills_frame(box, loaded.size):
-        return []
-    c = config or PreprocessConfig()
-    views = []
-    for a in aspects:
-        try:
-            views.append(preprocess(loaded, replace(c, aspect=c.aspect * a)))
-        except NoDigitError:  # nothing left of it this narrow (the deskew step can lose it)
-            continue
-    return views
-
-
-def thinner_view(loaded: Loaded, config: PreprocessConfig | None = None, erode_share: float = 0.75) -> list[np.ndarray]:
-    """A 1-bit image's strokes may be thicker than eroding half their average width can fix (a thick
-    stroke stretched when its digit was squashed into its frame): the 28x28 view eroded up to
-    `erode_share` of it. [] for other images: eroding grey images harder loses their thin strokes."""
-    if loaded.alpha is not None or not two_level(loaded.gray):
-        return []
-    c = config or PreprocessConfig()
-    try:
-        return [preprocess(loaded, replace(c, erode_share=max(c.erode_share, erode_share)))]
-    except NoDigitError:
-        return []
-
-
-def preprocess(image, config: PreprocessConfig | None = None) -> np.ndarray:
-    """Any image holding one digit -> uint8 [28, 28]. Raises NoDigitError for a blank image."""
-    return prepare(image, config)[0]
-
-
-to_mnist = preprocess  # the name data.load_folder uses
 
 
 def resize_only(image) -> np.ndarray:

@@ -26,18 +26,15 @@ import numpy as np
 from digitlab.errors import NoDigitError
 from digitlab.reader.image import Loaded, load
 from digitlab.reader.infer import OnnxModel, bundled
+from digitlab.reader.pipeline import Page, ink_map, narrower_views, prepare, thinner_view
 from digitlab.reader.preprocess import (
     PreprocessConfig,
     blob_stats,
-    ink_map,
     ink_mask,
-    narrower_views,
     normalize_digit,
-    prepare,
     remove_specks,
     small_copy,
     stroke_width,
-    thinner_view,
 )
 
 
@@ -74,8 +71,9 @@ class Segmentation:
 
 
 SEGMENTATION = Segmentation()
-# A blob the rest of the row says is one digit wide: the session-3 reader's settings (fewer, supple,
-# top-down cuts; every digit costs 1.5, so a cut must buy a lot of confidence): single digits stay whole.
+# A blob the rest of the row says is one digit wide: the row reader's settings from before touching
+# digits were cut (fewer, supple, top-down cuts; every digit costs 1.5, so a cut must buy a lot of
+# confidence): single digits stay whole.
 CAUTIOUS = Segmentation(digit=1.5, min_split=0.9, margin=0.25, step=0.125, laterals=(0.05,), both_ways=False,
                         distinct=1 / 16, shortest=0.5)
 # A blob at most SPREAD x as wide as the widest other digit in its row is taken to be one digit wide:
@@ -85,6 +83,10 @@ SPREAD = 1.5
 WIDTH_OF = 1.0  # a piece's width is judged against its height, or this share of the row's when taller
 SKIP_COST = 1.0  # leaving out a fleck far smaller than the row's digits (a dot, a shadow's edge)
 MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
+FIELD_SHARED = 0.3  # a blob with this share of its ink in each of two boxes is two digits touching
+FIELD_SPECK = 0.1  # in a printed box, a blob with less than this share of the largest one's ink is a speck
+FIELD_INK = 0.005  # ... and a box whose ink covers less than this share of it is empty (remnants of its lines)
+SURE = 0.9  # the default decision: a reading this confident is "ok", a less confident one "unsure" (see decide)
 
 
 def get_model(model=None):
@@ -97,36 +99,50 @@ def get_model(model=None):
 
 
 # ---------------------------------------------------------------------------- one digit
+def decide(confidence: float, min_confidence: float | None) -> str:
+    """The reader's decision on one reading: "ok" (sure) or "unsure". None: the default, SURE."""
+    return "ok" if confidence >= (SURE if min_confidence is None else min_confidence) else "unsure"
+
+
 @dataclass
 class Digit:
-    label: int | None  # None: below min_confidence (shown as "?")
-    confidence: float
+    guess: int  # the model's best reading
+    confidence: float  # its probability
+    status: str  # "ok" (sure: `label` is the guess) or "unsure" (label None)
     box: tuple[int, int, int, int]  # left, top, right, bottom in the input image's pixels
     probabilities: list[float] = field(repr=False, default_factory=list)
     image: np.ndarray | None = field(repr=False, default=None)  # the 28x28 the model saw
 
+    @property
+    def label(self) -> int | None:
+        return self.guess if self.status == "ok" else None
+
     def as_dict(self) -> dict:
-        return {"label": self.label, "confidence": round(self.confidence, 4), "box": list(self.box)}
+        return {"label": self.label, "guess": self.guess, "status": self.status,
+                "confidence": round(self.confidence, 4), "box": list(self.box)}
 
 
 def as_dict(result: dict) -> dict:
     """A `classify` result as JSON-ready values, rounded to 4 decimals (what the CLI and the API print)."""
     probabilities = result["probabilities"]
-    return {"label": result["label"], "status": result["status"], "confidence": round(result["confidence"], 4),
+    return {"label": result["label"], "guess": result["guess"], "status": result["status"],
+            "confidence": round(result["confidence"], 4),
             "probabilities": None if probabilities is None else [round(p, 4) for p in probabilities],
             "box": result.get("box")}
 
 
-def classify(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> dict:
-    """One digit: {"label", "status", "confidence", "probabilities", "image", "box", "ink"}. label is None
-    for a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence below
-    `min_confidence` ("unsure"). box: the digit's (left, top, right, bottom) in the input's pixels.
+def classify(image, model=None, min_confidence: float | None = None, config: PreprocessConfig | None = None) -> dict:
+    """One digit: {"label", "guess", "status", "confidence", "probabilities", "image", "box", "ink"}. label
+    is None for a blank image (status "no digit"), ink unlike any digit ("not a digit") or a confidence
+    below `min_confidence` ("unsure"; None: the default decision, SURE); guess is the model's best
+    reading whatever the status (None when blank). box: the digit's (left, top, right, bottom) in the
+    input's pixels.
     image: the 28x28 the model saw; ink: the whole picture's ink at the reader's working size (uint8,
     every blob but specks), from which `digit_count` tells whether it holds several digits."""
     return classify_many([image], model, min_confidence, config)[0]
 
 
-def classify_many(images: Sequence, model=None, min_confidence: float = 0.0,
+def classify_many(images: Sequence, model=None, min_confidence: float | None = None,
                   config: PreprocessConfig | None = None) -> list[dict]:
     """`classify` of each image, the same answers, faster per image: every image is preprocessed
     first, then the network reads them one by one. Each step's code and data then stay in the CPU's
@@ -160,16 +176,16 @@ def other_views(loaded: Loaded, box: tuple[int, int, int, int],
     yield from thinner_view(loaded, config)
 
 
-def read_seen(seen: tuple | None, model, min_confidence: float) -> dict:
+def read_seen(seen: tuple | None, model, min_confidence: float | None) -> dict:
     """classify's answer from `look`'s preprocessing: the network's reading."""
     if seen is None:
-        return {"label": None, "status": "no digit", "confidence": 0.0, "probabilities": None, "image": None,
-                "box": None, "ink": None}
+        return {"label": None, "guess": None, "status": "no digit", "confidence": 0.0, "probabilities": None,
+                "image": None, "box": None, "ink": None}
     x28, digit, box, ink = seen
     p = model.predict_proba(x28[None])[0]
-    label, confidence = int(p.argmax()), float(p.max())
-    status = "not a digit" if not digit else "ok" if confidence >= min_confidence else "unsure"
-    return {"label": label if status == "ok" else None, "status": status, "confidence": confidence,
+    guess, confidence = int(p.argmax()), float(p.max())
+    status = "not a digit" if not digit else decide(confidence, min_confidence)
+    return {"label": guess if status == "ok" else None, "guess": guess, "status": status, "confidence": confidence,
             "probabilities": [float(v) for v in p], "image": x28, "box": list(box), "ink": ink}
 
 
@@ -196,11 +212,34 @@ def looks_like_a_digit(x28: np.ndarray) -> bool:
 # ---------------------------------------------------------------------------- a row of digits
 @dataclass
 class Reading:
-    text: str  # "" when blank; "?" stands for each digit below min_confidence
+    """A number: its digits left to right. `text` is the best reading (every digit's guess; in a row of
+    printed boxes, an empty box between digits is a space), and `status` is "ok" only when every
+    digit is, "no digit" when there is none. `confidence`: the product of the digits' confidences, the
+    probability that the whole number is right when each digit's is independent."""
+
     digits: list[Digit]
+    gaps: tuple[int, ...] = ()  # positions in `text` of empty boxes (a comb's unfilled places)
+
+    @property
+    def text(self) -> str:
+        chars = [str(d.guess) for d in self.digits]
+        for at in sorted(self.gaps):
+            chars.insert(at, " ")
+        return "".join(chars)
+
+    @property
+    def status(self) -> str:
+        if not self.digits:
+            return "no digit"
+        return "ok" if all(d.status == "ok" for d in self.digits) else "unsure"
+
+    @property
+    def confidence(self) -> float:
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "digits": [d.as_dict() for d in self.digits]}
+        return {"text": self.text, "status": self.status, "confidence": round(self.confidence, 4),
+                "digits": [d.as_dict() for d in self.digits]}
 
 
 def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
@@ -355,7 +394,7 @@ def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, conf
     return best_reading(blob_lattice(ink, origin, height, model, config, row_height, prior), prior)
 
 
-def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfig | None = None) -> Reading:
+def read(image, model=None, min_confidence: float | None = None, config: PreprocessConfig | None = None) -> Reading:
     """A row of handwritten digits -> Reading(text, digits), digits ordered left to right, boxes in
     the input image's pixels.
 
@@ -366,11 +405,13 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
     try:
         m = ink_map(image, config)
     except NoDigitError:
-        return Reading("", [])
+        return Reading([])
+    if m.structure is not None and m.structure.fields:
+        return read_fields(m, m.structure.fields, model, min_confidence, config)
     x = m.ink
     labels, groups = components(x)
     if not groups:
-        return Reading("", [])
+        return Reading([])
     row_height = max(box[3] - box[1] for box, _ in groups)
     digit = [box[3] - box[1] >= 0.5 * row_height for box, _ in groups]  # not a fleck
     best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * len(groups)
@@ -398,11 +439,59 @@ def read(image, model=None, min_confidence: float = 0.0, config: PreprocessConfi
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)
-    digits = []
-    for piece in best[-1][1]:
-        x28, p, (left, top, right, bottom) = piece.image, piece.probabilities, piece.box
-        label, confidence = int(p.argmax()), float(p.max())
-        digits.append(Digit(label if confidence >= min_confidence else None, confidence,
-                            m.to_input(left, top, right, bottom), [float(v) for v in p], x28))
-    text = "".join("?" if d.label is None else str(d.label) for d in digits)
-    return Reading(text, digits)
+    return Reading([as_digit(piece.probabilities, piece.image, m.to_input(*piece.box), min_confidence)
+                    for piece in best[-1][1]])
+
+
+def as_digit(p: np.ndarray, x28: np.ndarray, box: tuple[int, int, int, int], min_confidence: float | None) -> Digit:
+    """One digit of a number, from the model's probabilities for it and the box in input pixels."""
+    confidence = float(p.max())
+    return Digit(int(p.argmax()), confidence, decide(confidence, min_confidence), box, [float(v) for v in p], x28)
+
+
+def read_fields(page: Page, fields: list[tuple[int, int, int, int]], model, min_confidence: float | None,
+                config: PreprocessConfig | None) -> Reading:
+    """A number written in printed boxes (a comb): each box holds one digit or none. Empty boxes between
+    digits are gaps in `text`; empty boxes before the first digit and after the last are not part of
+    the number."""
+    cells: list[tuple[np.ndarray, tuple[int, int, int, int]] | None] = []
+    for mask, (left, top, right, bottom) in zip(field_ink(page.ink, fields), fields, strict=True):
+        if mask.sum() < FIELD_INK * (right - left) * (bottom - top):
+            cells.append(None)  # an empty box: nothing, or only what is left of its lines
+            continue
+        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+        own = np.where(mask[y:y + h, x:x + w], page.ink[y:y + h, x:x + w], 0).astype(np.uint8)
+        try:
+            cells.append((normalize_digit(own, config), (x, y, x + w, y + h)))
+        except NoDigitError:
+            cells.append(None)
+    filled = [k for k, c in enumerate(cells) if c is not None]
+    if not filled:
+        return Reading([])
+    cells = cells[filled[0]:filled[-1] + 1]
+    found = [c for c in cells if c is not None]
+    probs = model.predict_proba(np.stack([x28 for x28, _ in found]))
+    digits = [as_digit(p, x28, page.to_input(*box), min_confidence)
+              for p, (x28, box) in zip(probs, found, strict=True)]
+    return Reading(digits, tuple(k for k, c in enumerate(cells) if c is None))
+
+
+def field_ink(ink: np.ndarray, fields: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """Each box's ink, as a bool mask of the whole ink map. An ink blob belongs to the box holding most
+    of it, so a stroke spilling over a box's side stays with its digit; a blob shared about evenly
+    between boxes (two digits touching across a side) is cut at the side; specks are dropped."""
+    n, labels = cv2.connectedComponents(ink_mask(ink), connectivity=8)
+    share = np.stack([np.bincount(labels[top:bottom + 1, left:right].ravel(), minlength=n)
+                      for left, top, right, bottom in fields]).astype(np.float64)  # [boxes, blobs]
+    share[:, 0] = 0
+    split = (share / np.maximum(share.sum(axis=0), 1.0) >= FIELD_SHARED).sum(axis=0) >= 2
+    owner = np.where(split | (share.max(axis=0) == 0), -1, share.argmax(axis=0))
+    masks = []
+    for k, (left, _, right, _) in enumerate(fields):
+        columns = np.zeros(ink.shape[1], bool)
+        columns[max(0, left):right] = True
+        mask = (owner == k)[labels] | (split[labels] & columns[None, :] & (labels > 0))
+        mass = np.bincount(labels[mask], minlength=n)
+        mask &= (mass >= FIELD_SPECK * mass.max(initial=0))[labels]  # specks: a line's remnant, a dot
+        masks.append(mask)
+    return masks

@@ -25,7 +25,7 @@ READ_UNIT_ROWS = 256  # rows per Ray read task (and per row group of a packed sh
 KEY_COLUMNS = ("key", "file", "path")  # what names a row in an image Parquet file, in this order
 IMAGE_COLUMN = "image"
 MANIFEST = "_digitlab.json"  # the options the answers were made with; "_" so Parquet readers skip it
-SCALE_EXTRA = "pip install 'digitlab[scale]'"
+SCALE_EXTRA = 'pip install "digitlab[scale]"'  # the words of digitlab.extras
 
 
 def require_pyarrow():

@@ -1,9 +1,9 @@
 """The service: a FastAPI app on uvicorn (the `serve` extra) with the drawing pad at `/`.
 
-    POST /v1/predict        one digit   -> {label, confidence, probabilities, box, status, model}
+    POST /v1/predict        one digit   -> {label, confidence, probabilities, box, status, model[, hint]}
     POST /v1/read           a number    -> {text, digits: [{label, confidence, box}], model}
     POST /v1/predict/batch  several "image" fields -> {results: [...], model}
-    POST /v1/feedback       a correction (image + right label) -> stored in SQLite
+    POST /v1/feedback       a correction (image + right label) -> its 28x28 and a small crop, in SQLite
     GET  /v1/model, POST /v1/model/reload, GET /healthz, /readyz, /metrics, /docs, /openapi.json
 
 Images come as a multipart field `image`, raw bytes with an image content type, or JSON
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 
-from digitlab.serve.config import ENV, ServeConfig
+from digitlab.serve.config import ENV, SUPERVISOR, ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "run"]
 
@@ -36,10 +36,16 @@ def uvicorn_options(cfg: ServeConfig) -> dict:
             "timeout_graceful_shutdown": int(cfg.request_timeout) + 1}
 
 
-def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None,
         announce=print, log_level: str = "warning") -> None:
-    """Serves until interrupted. The model is checked here first (a bad --model is a one-line error,
-    not a crashed worker), then loaded once per worker process."""
+    """Serves until interrupted, on `workers` processes (default: one per usable core). The model is
+    checked here first (a bad --model is a one-line error, not a crashed worker), then loaded once per
+    worker process."""
+    workers = workers or usable_cpus()
     import uvicorn
 
     from digitlab.serve.app import load_model
@@ -54,6 +60,7 @@ def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: in
     announce(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /v1/predict, "
              f"/v1/read (docs: /docs), {workers} worker{'s' if workers > 1 else ''}")
     if workers > 1:
+        os.environ[SUPERVISOR] = str(os.getpid())  # a worker that outlives this process stops (app.die_with_parent)
         sock.close()  # uvicorn binds the port itself and shares it between its worker processes
         uvicorn.run("digitlab.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, **options)
     else:

@@ -5,12 +5,19 @@ service answers 201 only after COMMIT returned, so killing the process (or the m
 an acknowledged correction. Concurrent writers (threads, uvicorn workers, other processes) are
 serialized by SQLite's own lock; `busy_timeout` makes them wait instead of failing.
 
+What is stored is bounded in size, whatever was uploaded: the 28x28 digit the reader made of the
+image (what fine-tuning learns from) and a crop around the digit reduced to at most CROP_SIDE pixels
+(what a person checks), never the raw upload. Images the reader calls "not a digit" are kept apart
+(`kept_apart` holds the reason) and left out of `export`, so a noise picture labelled 3 never reaches
+fine-tuning.
+
 The schema carries a version (`PRAGMA user_version`); MIGRATIONS[i] takes version i to i + 1, so an
 old database file is upgraded in place when the service opens it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sqlite3
@@ -37,6 +44,10 @@ MIGRATIONS = [
        )""",
     # 1 -> 2: export and fine-tuning select by label
     "CREATE INDEX feedback_label ON feedback (label)",
+    # 2 -> 3: the 28x28 digit the reader saw (PNG); `image` holds a small crop from now on
+    "ALTER TABLE feedback ADD COLUMN digit BLOB",
+    # 3 -> 4: why a correction is kept apart from fine-tuning (NULL: it is not)
+    "ALTER TABLE feedback ADD COLUMN kept_apart TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,22 +89,39 @@ def migrate(db: sqlite3.Connection) -> int:
 
 
 def add(db: sqlite3.Connection, image: bytes, media_type: str, label: int, predicted: int | None = None,
-        user: str | None = None, model: str | None = None) -> int:
+        user: str | None = None, model: str | None = None, digit: bytes | None = None,
+        kept_apart: str | None = None) -> int:
     """Stores one correction; returns its id once it is durably committed."""
     cursor = db.execute(
-        "INSERT INTO feedback (created, label, predicted, user, model, media_type, image) VALUES (?,?,?,?,?,?,?)",
-        (time.time(), int(label), predicted, user, model, media_type, sqlite3.Binary(image)))
+        "INSERT INTO feedback (created, label, predicted, user, model, media_type, image, digit, kept_apart) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        (time.time(), int(label), predicted, user, model, media_type, sqlite3.Binary(image),
+         None if digit is None else sqlite3.Binary(digit), kept_apart))
     return int(cursor.lastrowid)
 
 
 def rows(db: sqlite3.Connection) -> Iterator[tuple[int, int, bytes]]:
-    """(id, label, image bytes) of every correction, oldest first."""
-    yield from db.execute("SELECT id, label, image FROM feedback ORDER BY id")
+    """(id, label, image bytes) of every correction not kept apart, oldest first."""
+    yield from db.execute("SELECT id, label, image FROM feedback WHERE kept_apart IS NULL ORDER BY id")
+
+
+def kept_apart(db: sqlite3.Connection) -> int:
+    """How many corrections are kept apart from fine-tuning."""
+    return int(db.execute("SELECT COUNT(*) FROM feedback WHERE kept_apart IS NOT NULL").fetchone()[0])
+
+
+def size_on_disk(path: str | os.PathLike) -> int:
+    """Bytes of the database file and its write-ahead log (what a quota must count)."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.path.getsize(f"{path}{suffix}")
+    return total
 
 
 def export(db_path: str | os.PathLike, folder: str | os.PathLike) -> dict[int, int]:
-    """Writes every correction as FOLDER/<label>/<id>.png (a labelled image folder, the layout
-    `digitlab finetune --images` reads); returns the count per label. Files already there are kept."""
+    """Writes every correction not kept apart as FOLDER/<label>/<id>.png (a labelled image folder, the
+    layout `digitlab finetune --images` reads); returns the count per label. Files already there are kept."""
     if not Path(db_path).is_file():
         raise DigitlabError(f"{db_path}: no feedback database (corrections are stored by `digitlab serve`)")
     counts: dict[int, int] = {}

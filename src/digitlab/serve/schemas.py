@@ -28,10 +28,32 @@ class ImageJSON(BaseModel):
         return self
 
 
-class FeedbackJSON(ImageJSON):
+class ImageForm(BaseModel):
+    """One image as a multipart form (`curl -F image=@digit.png`)."""
+
+    image: bytes = Field(description="the image file: PNG, JPEG, GIF, WebP, BMP, TIFF...")
+
+
+class Correction(BaseModel):
+    """What a correction says besides its image."""
+
+    model_config = ConfigDict(extra="forbid")
     label: int = Field(ge=0, le=9, description="the right digit")
     predicted: int | None = Field(None, ge=0, le=9, description="what the model answered, if known")
     user: str | None = Field(None, max_length=200, description="who corrected it (a user or app id)")
+
+
+class FeedbackForm(Correction):
+    """A correction as a multipart form."""
+
+    model_config = ConfigDict(extra="ignore")
+    image: bytes = Field(description="the image the reader got wrong")
+
+
+class FeedbackJSON(ImageJSON, Correction):
+    """A correction as JSON: the image as for /v1/predict, and the right label."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Prediction(BaseModel):
@@ -40,7 +62,11 @@ class Prediction(BaseModel):
     probabilities: list[float] | None = Field(description="per digit 0-9; null when no digit was found")
     box: Box | None = Field(description="the digit's ink in the uploaded image's pixels, if the reader gives it")
     status: Literal["ok", "no digit", "not a digit", "unsure"] | str
+    guess: int | None = Field(None, description="the most likely digit, also when label is null (where the reader "
+                                                "gives it)")
     model: str = Field(description="name@sha256-prefix of the model that answered")
+    hint: str | None = Field(None, description="present when the picture looks like several digits: read it with "
+                                               "POST /v1/read instead")
     image: str | None = Field(None, description="the 28x28 the model saw, a PNG data URL (with ?include_image=true)")
 
 
@@ -50,13 +76,18 @@ class BatchPrediction(BaseModel):
 
 
 class ReadDigit(BaseModel):
-    label: int | None
+    label: int | None = Field(description="the digit; null when the reader is unsure of it (see status)")
+    guess: int = Field(description="the most likely digit, also when label is null")
+    status: Literal["ok", "unsure"]
     confidence: float
     box: Box
 
 
 class Reading(BaseModel):
-    text: str = Field(description='the digits left to right; "?" for each one below min_confidence')
+    text: str = Field(description="the best reading, left to right (every digit's guess); in a row of printed "
+                                  "boxes, an empty box between digits is a space")
+    status: Literal["ok", "unsure", "no digit"] = Field(description="ok only when every digit is")
+    confidence: float = Field(description="the product of the digits' confidences")
     digits: list[ReadDigit]
     model: str
 
@@ -65,6 +96,8 @@ class FeedbackStored(BaseModel):
     id: int
     label: int
     stored: bool = True
+    kept_apart: str | None = Field(None, description='why it is kept out of fine-tuning ("not a digit"); absent '
+                                                     'when it is not')
 
 
 class ModelCard(BaseModel):

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digitlab.testing import paper
+
 
 @dataclass
 class Sample:
@@ -296,6 +298,22 @@ def make_corpus(images: np.ndarray, labels: np.ndarray, n_single: int = 200, n_s
 SINGLE_CATEGORIES = ("frame16_gray", "frame16_1bit_thick", "bit32", "lowres", "pen_mnist", "pen_drawn",
                      "photo", "mixed")
 ROW_CATEGORIES = ("row", "pair_touching", "row_touching")
+# where people write (testing/paper.py): one digit in a box, on ruled or squared paper, on a printed
+# line; a number in a row of boxes (a comb), and a number photographed under strongly falling light
+FORM_CATEGORIES = ("box", "ruled", "squared", "underline")
+FORM_ROW_CATEGORIES = ("comb", "photo_number")
+
+
+def form_sample(images: np.ndarray, labels: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Digits (MNIST test digits, upsampled like `mnist_digit`) handwritten on paper of `kind`
+    (paper.KINDS) and photographed or scanned: (file bytes, the digits' text). A comb holds 3-8
+    digits, a photographed number 2-6."""
+    n = int(rng.integers(3, 9)) if kind == "comb" else int(rng.integers(2, 7)) if kind == "photo_number" else 1
+    height = int(rng.integers(30, 130))
+    picks = rng.integers(len(images), size=n)
+    inks = [mnist_digit(images[i], height, rng) for i in picks]
+    page = paper.on_paper(inks, kind, rng)
+    return paper.photograph(page, rng, strong_light=kind == "photo_number"), "".join(str(int(labels[i])) for i in picks)
 
 
 def ink_crop(image28: np.ndarray, level: int = 0) -> np.ndarray:
@@ -459,10 +477,12 @@ def touching_row(images, labels, rng, n: int) -> tuple[np.ndarray, str]:
 
 
 def make_suite(images: np.ndarray, labels: np.ndarray, n: int = 100, n_rows: int = 100, n_blank: int = 50,
-               n_other: int = 100, n_phone: int = 0, seed: int = 0) -> list[Sample]:
+               n_other: int = 100, n_phone: int = 0, seed: int = 0, n_forms: int | None = None) -> list[Sample]:
     """The realistic suite: `n` single digits per category of SINGLE_CATEGORIES (plus `n_phone`
-    12 MP phone photos, style "photo12mp"), `n_rows` rows per ROW_CATEGORIES, blanks and non-digits.
-    Deterministic for a seed; digits are drawn from `images` (MNIST test) without tuning on them."""
+    12 MP phone photos, style "photo12mp"), `n_rows` rows per ROW_CATEGORIES, blanks and non-digits,
+    then `n_forms` (default `n`) single digits per FORM_CATEGORIES and rows per FORM_ROW_CATEGORIES.
+    Deterministic for a seed; digits are drawn from `images` (MNIST test) without tuning on them.
+    The form categories draw from their own random stream, so adding them left the others as they were."""
     rng = np.random.default_rng(seed)
     samples: list[Sample] = []
 
@@ -512,4 +532,10 @@ def make_suite(images: np.ndarray, labels: np.ndarray, n: int = 100, n_rows: int
             data, _ = render(ink, rng, canvas=(int(ink.shape[0] * rng.uniform(1.2, 2.5)),
                                                int(ink.shape[1] * rng.uniform(1.05, 1.3))), style=style)
             samples.append(Sample("row", data, truth, category))
-    return samples + blanks_and_others(rng, n_blank, n_other)
+    samples += blanks_and_others(rng, n_blank, n_other)
+    forms = np.random.default_rng([seed, 21])
+    for category in FORM_CATEGORIES + FORM_ROW_CATEGORIES:
+        for _ in range(n if n_forms is None else n_forms):
+            data, truth = form_sample(images, labels, category, forms)
+            samples.append(Sample("row" if category in FORM_ROW_CATEGORIES else "single", data, truth, category))
+    return samples

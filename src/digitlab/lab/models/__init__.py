@@ -1,6 +1,8 @@
 """Every model family behind one contract (`base.Classifier`); `create(name)` and `load(dir)`.
 
-Families are imported lazily so that the classical models never import torch.
+Families are imported lazily, so that the classical models never import torch, and so is the
+contract (it imports scikit-learn): a missing extra shows as the first module a family needs
+(torch for cnn, scikit-learn for knn), which the CLI turns into the extra to install.
 """
 
 from __future__ import annotations
@@ -8,10 +10,20 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digitlab.errors import ModelError
 
-from .base import Classifier, read_model_config
+if TYPE_CHECKING:
+    from .base import Classifier
+
+
+def __getattr__(name: str):
+    if name == "Classifier":  # models.Classifier, imported when first asked for
+        from .base import Classifier
+
+        return Classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # registry name -> "module:Class"
 FAMILIES: dict[str, str] = {
@@ -40,7 +52,22 @@ def create(name: str, **overrides) -> Classifier:
     return family_class(name)(**overrides)
 
 
+BUNDLED = "bundled"  # the word that names the model shipped with digitlab
+
+
+def resolve(spec: str | os.PathLike) -> Path:
+    """Where a model named on the command line is: "bundled" is the ONNX file shipped with digitlab;
+    anything else is a path (a model directory or an .onnx file), as given."""
+    if str(spec) == BUNDLED:
+        from digitlab.reader.infer import BUNDLED as shipped
+
+        return shipped
+    return Path(spec)
+
+
 def load(directory: str | os.PathLike) -> Classifier:
     """A trained model from its directory (config.json tells the family)."""
+    from .base import read_model_config
+
     config = read_model_config(Path(directory))
     return family_class(config["family"]).load(directory)

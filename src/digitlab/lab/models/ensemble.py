@@ -30,12 +30,9 @@ class Ensemble(Classifier):
         super().__init__(config, **overrides)
         self.members: list[Classifier] = []
 
-    @classmethod
-    def of(cls, members: list[Classifier]) -> Ensemble:
-        """An ensemble of models trained elsewhere (all of one family)."""
-        ensemble = cls(family=members[0].family, members=len(members), seed=members[0].config.seed)
-        ensemble.members = list(members)
-        return ensemble
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.members[0].classes_
 
     def fit(self, x, y, x_val=None, y_val=None) -> Ensemble:
         from . import create

@@ -13,15 +13,17 @@ Weights are an npz file (the stored training set, plus the PCA basis and the cho
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils.validation import validate_data
 
 from digitlab.data import holdout
 from digitlab.reader.preprocess import deskew
 
-from .base import Classifier, load_npz, save_npz
+from .base import ClassicalClassifier, as_images, load_npz, save_npz
 
 
 def nearest(queries: np.ndarray, points: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +66,7 @@ def smallest(d: np.ndarray, k: int) -> np.ndarray:
     return cols[rank < k].reshape(n, k)
 
 
-def votes(neighbour_labels: np.ndarray, weights: np.ndarray, n_classes: int = 10) -> np.ndarray:
+def votes(neighbour_labels: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-class sums of neighbour weights, normalised to probabilities, float32 [N, n_classes]."""
     proba = np.zeros((len(neighbour_labels), n_classes), np.float64)
     np.add.at(proba, (np.arange(len(proba))[:, None], neighbour_labels), weights)
@@ -76,35 +78,48 @@ class KNNConfig:
     k: int = 5
 
 
-class KNN(Classifier):
-    """Plain k-NN on the 784 pixels scaled to [0, 1], majority vote (scikit-learn's KNeighborsClassifier(5))."""
+class KNN(ClassicalClassifier):
+    """Plain k-NN on the pixels scaled to [0, 1], majority vote (scikit-learn's KNeighborsClassifier(5)).
+
+    Any number of features works; images come as [N, 28, 28] or [N, 784] uint8."""
 
     family = "knn"
     Config = KNNConfig
     holdout = False
 
-    def fit(self, x, y, x_val=None, y_val=None) -> KNN:
-        self.images_ = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), -1)
-        self.labels_ = np.asarray(y, dtype=np.int64)
-        self.points_ = self.images_.astype(np.float32) / 255.0
+    def __init__(self, k: int = 5) -> None:
+        self.k = k
+
+    def fit(self, X, y, x_val=None, y_val=None) -> KNN:
+        """Memorises (X, y); a validation split, if given, is not used (k is a setting here)."""
+        if not isinstance(self.k, numbers.Integral) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        X, y = self._validate(X, y)
+        # uint8 images stay uint8 (a 60,000-image training set is 47 MB, not 376 MB in float64)
+        self.fit_X_ = np.ascontiguousarray(X if X.dtype == np.uint8 else X.astype(np.float64))
+        self.labels_ = y
+        self.points_ = self.fit_X_.astype(np.float32) / np.float32(255.0)
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        queries = np.asarray(x).reshape(len(x), -1)
+    def predict_proba(self, X) -> np.ndarray:
+        queries, _ = self._validate(X, reset=False)
         neighbours = np.concatenate([self._neighbours(queries[s:s + 1000]) for s in range(0, len(queries), 1000)])
-        return votes(self.labels_[neighbours], np.ones(neighbours.shape))
+        return votes(self.labels_[neighbours], np.ones(neighbours.shape), len(self.classes_))
 
     def _neighbours(self, queries: np.ndarray) -> np.ndarray:
-        # float32 BLAS finds a short list of candidates; exact integer distances then rank them, so
-        # rounding never changes which neighbours win (ties go to the lower training index).
-        _, cand = nearest(queries.astype(np.float32) / 255.0, self.points_, self.config.k + 8)
-        diff = self.images_[cand].astype(np.int32) - queries[:, None, :].astype(np.int32)
+        # float32 BLAS finds a short list of candidates; exact distances then rank them (integer for
+        # uint8 images, float64 otherwise), so rounding never changes which neighbours win (ties go to
+        # the lower training index).
+        k = min(self.k, len(self.fit_X_))
+        _, cand = nearest(queries.astype(np.float32) / np.float32(255.0), self.points_, k + 8)
+        exact_type = np.int32 if self.fit_X_.dtype == np.uint8 and queries.dtype == np.uint8 else np.float64
+        diff = self.fit_X_[cand].astype(exact_type) - queries[:, None, :].astype(exact_type)
         exact = np.einsum("nkp,nkp->nk", diff, diff)
-        order = np.lexsort((cand, exact), axis=1)[:, :self.config.k]
+        order = np.lexsort((cand, exact), axis=1)[:, :k]
         return np.take_along_axis(cand, order, 1)
 
     def save_weights(self, directory: Path) -> None:
-        save_npz(directory / "weights.npz", images=self.images_, labels=self.labels_)
+        save_npz(directory / "weights.npz", images=self.fit_X_, labels=self.classes_[self.labels_])
 
     def load_weights(self, directory: Path) -> None:
         w = load_npz(directory, ("images", "labels"))
@@ -116,40 +131,65 @@ class KNNFastConfig:
     dims: int = 60  # principal components kept
     k_max: int = 10  # k is chosen in 1..k_max on the validation split (fit sets `k_`)
     seed: int = 0  # of the validation split held out when fit gets none (data.holdout)
+    deskew: bool = True  # straighten each 28x28 digit first (False: features as given, any number of them)
 
 
-class KNNFast(Classifier):
+class KNNFast(ClassicalClassifier):
     family = "knn-fast"
     Config = KNNFastConfig
     holdout = False  # picks k on its own split of the training set, then memorises that split too
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0
-        return ((flat - self.mean_) @ self.basis_).astype(np.float32)
+    def __init__(self, dims: int = 60, k_max: int = 10, seed: int = 0, deskew: bool = True) -> None:
+        self.dims = dims
+        self.k_max = k_max
+        self.seed = seed
+        self.deskew = deskew
 
-    def fit(self, x, y, x_val=None, y_val=None) -> KNNFast:
+    def _flat(self, X: np.ndarray) -> np.ndarray:
+        """Validated inputs as float [N, n_features] in [0, 1]: deskewed first when `deskew`."""
+        if self.deskew:
+            return deskew(as_images(X)).reshape(len(X), -1) / 255.0
+        return X / 255.0
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """Validated inputs projected onto the principal components."""
+        return ((self._flat(X) - self.mean_) @ self.basis_).astype(np.float32)
+
+    def fit(self, X, y, x_val=None, y_val=None) -> KNNFast:
+        """Fits the projection on (X, y), picks k on (x_val, y_val) -- a seeded hold-out of X when none
+        is given -- and then memorises both."""
+        X, y = self._validate(X, y)
         if x_val is None or len(x_val) == 0:
-            (x, y), (x_val, y_val) = holdout(x, y, self.config.seed)
-        flat = deskew(np.asarray(x)).reshape(len(x), -1) / 255.0
+            if len(X) < 2:
+                raise ValueError(f"knn-fast needs 2 samples or more to pick k on a hold-out, got n_samples = {len(X)}")
+            (X, y), (x_val, y_val) = holdout(X, y, self.seed)
+            x_val = x_val if len(x_val) else X[:1]  # fewer than 10 samples: pick k on one of them
+            y_val = y_val if len(y_val) else y[:1]
+        else:
+            x_val, y_val = validate_data(self, x_val.reshape(len(x_val), -1), reset=False), self._labels(y_val)
+        flat = self._flat(X)
         self.mean_ = flat.mean(0).astype(np.float32)
-        _, vectors = np.linalg.eigh(np.cov(flat - self.mean_, rowvar=False))
-        self.basis_ = np.ascontiguousarray(vectors[:, ::-1][:, :self.config.dims], dtype=np.float32)
+        _, vectors = np.linalg.eigh(np.atleast_2d(np.cov(flat - self.mean_, rowvar=False)))
+        self.basis_ = np.ascontiguousarray(vectors[:, ::-1][:, :self.dims], dtype=np.float32)
         self.points_ = ((flat - self.mean_) @ self.basis_).astype(np.float32)
         self.labels_ = np.asarray(y, dtype=np.int64)
         # Pick k on the validation split, then keep the validation images as training data too.
-        dists, idx = nearest(self.features(x_val), self.points_, self.config.k_max)
+        dists, idx = nearest(self.features(x_val), self.points_, self.k_max)
         accuracy = [float((self._vote(dists[:, :k], idx[:, :k]).argmax(1) == y_val).mean())
-                    for k in range(1, self.config.k_max + 1)]
+                    for k in range(1, idx.shape[1] + 1)]
         self.k_ = int(np.argmax(accuracy)) + 1
         self.points_ = np.concatenate([self.points_, self.features(x_val)])
         self.labels_ = np.concatenate([self.labels_, np.asarray(y_val, dtype=np.int64)])
+        keep = self.labels_ >= 0  # validation labels never seen in X cannot be voted for
+        self.points_, self.labels_ = self.points_[keep], self.labels_[keep]
         return self
 
     def _vote(self, dists: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return votes(self.labels_[idx], 1.0 / (np.sqrt(dists) + 1e-6))
+        return votes(self.labels_[idx], 1.0 / (np.sqrt(dists) + 1e-6), len(self.classes_))
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        dists, idx = nearest(self.features(x), self.points_, self.k_)
+    def predict_proba(self, X) -> np.ndarray:
+        X, _ = self._validate(X, reset=False)
+        dists, idx = nearest(self.features(X), self.points_, self.k_)
         return self._vote(dists, idx)
 
     def n_parameters(self) -> int:
@@ -157,9 +197,11 @@ class KNNFast(Classifier):
 
     def save_weights(self, directory: Path) -> None:
         save_npz(directory / "weights.npz", mean=self.mean_, basis=self.basis_, points=self.points_,
-                  labels=self.labels_, k=np.array(self.k_))
+                 labels=self.labels_, k=np.array(self.k_), classes=self.classes_)
 
     def load_weights(self, directory: Path) -> None:
-        w = load_npz(directory, ("mean", "basis", "points", "labels", "k"))
+        w = load_npz(directory, ("mean", "basis", "points", "labels", "k"), optional=("classes",))
         self.mean_, self.basis_, self.points_, self.labels_ = w["mean"], w["basis"], w["points"], w["labels"]
         self.k_ = int(w["k"])
+        self.classes_ = w.get("classes", np.arange(10))  # written since 0.2.0; digits before
+        self.n_features_in_ = len(self.mean_)

@@ -13,35 +13,24 @@ from torch import nn
 
 from digitlab.errors import ModelError
 from digitlab.files import atomic_write_bytes
-from digitlab.lab.train import (
-    MNIST_MEAN,
-    MNIST_STD,
-    Callback,
-    Learner,
-    TrainConfig,
-    discriminative_groups,
-    fine_tune,
-    freeze,
-    load_checkpoint,
-    lr_find,
-    native_bf16,
-    predict_logits,
-    seeded,
-    to_tensor,
-)
+from digitlab.lab.callbacks import Callback
+from digitlab.lab.checkpoint import load_checkpoint, read_checkpoint
+from digitlab.lab.loop import MNIST_MEAN, MNIST_STD, Learner, TrainConfig, predict_logits, seeded, to_tensor
+from digitlab.lab.lr_finder import lr_find
+from digitlab.lab.precision import native_bf16, resolve_precision
+from digitlab.lab.transfer import discriminative_groups, fine_tune, freeze
+from digitlab.reader.calibration import softmax
 
-from .base import Classifier
+from .base import Classifier, as_images, config_from
 
 
 @dataclass
 class NeuralConfig(TrainConfig):
-    """Training settings plus the family's architecture settings (subclasses add fields).
+    """Training settings plus the family's architecture settings (each family's subclass adds its own).
 
-    `lr = 0` means: run the LR finder on the training data first and train with its suggestion;
-    the suggestion then replaces `lr` and `lr_found` records that it came from the finder.
+    `lr = 0` means: run the LR finder on the training data first and train with its suggestion,
+    which then replaces `lr` (the finder's sweep is the model's `lr_finder_`).
     """
-
-    lr_found: bool = False
 
 
 class NeuralClassifier(Classifier):
@@ -56,7 +45,6 @@ class NeuralClassifier(Classifier):
         with seeded(self.config.seed):
             self.net = self.build()
         self.learner: Learner | None = None
-        self.lr_finder: dict | None = None  # the finder's sweep, when lr = 0 asked for one
         self.progress = False  # the LR finder's progress line on stderr (`digitlab train` turns it on)
 
     def build(self) -> nn.Module:
@@ -72,30 +60,35 @@ class NeuralClassifier(Classifier):
         return self.split(self.net)
 
     def fit(self, x, y, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()) -> NeuralClassifier:
-        """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit."""
-        if self.config.lr <= 0:
-            self.find_lr(to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        """Trains (or, after `resume`, goes on training); `callbacks` join the Learner's for this fit.
+
+        The model owns its config and its history: the Learner trains with the config (its precision
+        resolved here, once) and appends to the model's `history_` list itself."""
+        x = as_images(x)
+        if self.learner is None:  # a first fit; after `resume` the Learner is the checkpoint's
+            self.config = dataclasses.replace(self.config,
+                                              precision=resolve_precision(self.config.precision, self.device))
+            if self.config.lr <= 0:
+                self.find_lr(to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+            if not hasattr(self, "history_"):
+                self.history_ = []  # a loaded model's curves go on in the list it has
+            self.learner = Learner(self.net, self.config, device=self.device, history=self.history_)
         if self.config.realistic_views:  # the originals plus their renderings: [views, N, 28, 28]
             from digitlab.lab.augment import realistic_views
 
-            x = np.concatenate([x[None], realistic_views(x, self.config.realistic_views, seed=self.config.seed)])
+            x = np.concatenate([x[None], realistic_views(x, self.config.realistic_views, seed=self.config.seed,
+                                                         forms=self.config.forms)])
         if self.config.not_one_digit:  # then images that are not one digit, labelled NOT_ONE_DIGIT
             from digitlab.lab.augment import with_not_one_digit
 
             x, y = with_not_one_digit(x, np.asarray(y), self.config.not_one_digit, seed=self.config.seed)
         xt = torch.stack([to_tensor(v) for v in x]) if x.ndim == 4 else to_tensor(x)
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        if self.learner is None:
-            self.learner = Learner(self.net, self.config, device=self.device)
-            self.learner.history = list(self.history)  # a loaded model's curves go on; the lists stay apart
-        xv = to_tensor(x_val) if x_val is not None else None
+        xv = to_tensor(as_images(x_val)) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
-        # The learner's config holds the precision actually used (and a resumed run's new length).
-        self.config = self.learner.config
-        self.learner.callbacks = list(callbacks)
-        self.learner.teachers = self.load_teachers()
+        self.learner.use(callbacks, self.load_teachers())
         self.learner.fit(xt, yt, xv, yv)
-        self.net, self.history = self.learner.net, list(self.learner.history)
+        self.net = self.learner.net
         return self
 
     def load_teachers(self) -> list[nn.Module]:
@@ -126,17 +119,17 @@ class NeuralClassifier(Classifier):
     def fine_tune(self, x, y, epochs: int = 1, freeze_epochs: int = 1, lr: float | None = None,
                   lr_div: float = 100.0, x_val=None, y_val=None, callbacks: list[Callback] | tuple = ()
                   ) -> NeuralClassifier:
-        """fastai's fine_tune (train.fine_tune) on this family's layer groups. `lr` is the head's peak
+        """fastai's fine_tune (transfer.fine_tune) on this family's layer groups. `lr` is the head's peak
         LR in the frozen phase; None takes the family's, 0 asks the LR finder on the frozen model."""
-        xt, yt = to_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
-        xv = to_tensor(x_val) if x_val is not None else None
+        xt, yt = to_tensor(as_images(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        xv = to_tensor(as_images(x_val)) if x_val is not None else None
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64)) if y_val is not None else None
         lr = self.config.lr if lr is None else lr
         if lr <= 0:
             lr = self.find_lr_frozen(xt, yt)
         history = fine_tune(self.net, self.layer_groups(), xt, yt, self.config, epochs, freeze_epochs, lr,
                             lr_div, callbacks, xv, yv, self.device)
-        self.history = list(self.history) + history
+        self.history_ = list(self.history) + history
         self.net.eval()
         return self
 
@@ -145,34 +138,32 @@ class NeuralClassifier(Classifier):
         net = copy.deepcopy(self.net)
         groups = self.split(net)
         freeze(groups)
-        self.lr_finder = lr_find(net, xt, yt, self.config, device=self.device,
-                                 param_groups=discriminative_groups(groups, 1.0))
-        return self.lr_finder["suggestion"]
+        self.lr_finder_ = lr_find(net, xt, yt, self.config, device=self.device,
+                                  param_groups=discriminative_groups(groups, 1.0))
+        return self.lr_finder_["suggestion"]
 
     def find_lr(self, xt: torch.Tensor, yt: torch.Tensor) -> float:
         """Runs the LR finder on a copy of the network and makes its suggestion this model's peak LR."""
         if self.learner is not None:
             raise ModelError("the LR finder must run before training starts")
-        self.lr_finder = lr_find(copy.deepcopy(self.net), xt, yt, self.config, device=self.device,
-                                 progress=self.progress)
-        self.config = dataclasses.replace(self.config, lr=self.lr_finder["suggestion"], lr_found=True)
+        self.lr_finder_ = lr_find(copy.deepcopy(self.net), xt, yt, self.config, device=self.device,
+                                  progress=self.progress)
+        self.config = dataclasses.replace(self.config, lr=self.lr_finder_["suggestion"])
         return self.config.lr
 
-    def resume(self, directory: str | Path) -> dict:
-        """Continues from a checkpoint (train.save_checkpoint): the next `fit` starts at the next epoch,
-        with the checkpoint's settings (its architecture, schedule and length)."""
-        from digitlab.lab.train import read_checkpoint
-
-        fields = {f.name for f in dataclasses.fields(self.Config)}
-        self.config = self.Config(**{k: v for k, v in read_checkpoint(directory)["config"].items() if k in fields})
+    def resume(self, directory: str | Path, meta: dict | None = None) -> dict:
+        """Continues from a checkpoint (checkpoint.save_checkpoint): the next `fit` starts at the next
+        epoch, with the checkpoint's settings (its architecture, schedule and length). `meta`: the
+        checkpoint's JSON, when the caller has read it already."""
+        meta = meta if meta is not None else read_checkpoint(directory)
+        self.config = config_from(self.Config, meta["config"])
         if self.config.precision == "bf16" and not native_bf16(self.device):
             # bf16 was native where the run started; here it would be emulated, 6-10x slower than fp32
             self.config = dataclasses.replace(self.config, precision="fp32")
         self.net = self.build()  # its weights come from the checkpoint
-        self.learner = Learner(self.net, self.config, device=self.device)
-        meta = load_checkpoint(self.learner, directory)
-        self.history = list(self.learner.history)
-        return meta
+        self.history_ = []
+        self.learner = Learner(self.net, self.config, device=self.device, history=self.history_)
+        return load_checkpoint(self.learner, directory, meta)
 
     def extend(self, epochs: int) -> str:
         """A resumed run's new length (Learner.extend); returns what changes, "" if nothing."""
@@ -184,9 +175,13 @@ class NeuralClassifier(Classifier):
     def train_time(self) -> float:
         return self.learner.train_time if self.learner else 0.0
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels of the network's outputs: the ten digits, as every dataset digitlab reads has."""
+        return np.arange(10)
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = predict_logits(self.net, to_tensor(x))
-        return torch.softmax(logits.float(), dim=1).numpy().astype(np.float32)
+        return softmax(predict_logits(self.net, to_tensor(as_images(x))).numpy())
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

@@ -16,27 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils.validation import validate_data
 
 from digitlab.data import holdout
-from digitlab.errors import ModelError
-from digitlab.reader.calibration import nll
+from digitlab.reader.calibration import nll, softmax
 from digitlab.reader.preprocess import deskew
 
-from .base import Classifier, load_npz, save_npz
+from .base import ClassicalClassifier, as_images, load_npz, save_npz
 
 
 @dataclass
-class MLPConfig:
+class SklearnMLPConfig:
     hidden: tuple[int, ...] = (200, 200)
     alpha: float = 0.3  # L2 penalty
     scale: float = 1.0  # inputs are pixels * scale: 1.0 = the study's raw 0-255 values
-    deskew: bool = False  # straighten slanted digits first (as knn-fast does)
+    deskew: bool = False  # straighten slanted 28x28 digits first (as knn-fast does)
     max_iter: int = 200  # scikit-learn's default
     seed: int = 0
 
 
 @dataclass
-class TunedMLPConfig(MLPConfig):
+class TunedSklearnMLPConfig(SklearnMLPConfig):
     # scikit-learn divides the penalty by the batch size: alpha 0.1 at batch 200 is weight decay 5e-4.
     alpha: float = 0.1
     scale: float = 1 / 255
@@ -47,49 +47,64 @@ class TunedMLPConfig(MLPConfig):
     batch_size: int = 200
 
 
-class SklearnMLP(Classifier):
+class SklearnMLP(ClassicalClassifier):
     family = "mlp-sklearn"
-    Config = MLPConfig
+    Config = SklearnMLPConfig
 
-    def __init__(self, config=None, **overrides) -> None:
-        super().__init__(config, **overrides)
-        self.config.hidden = tuple(self.config.hidden)  # JSON gives a list back
-        self.coefs_: list[np.ndarray] = []
-        self.intercepts_: list[np.ndarray] = []
+    def __init__(self, hidden: tuple[int, ...] = (200, 200), alpha: float = 0.3, scale: float = 1.0,
+                 deskew: bool = False, max_iter: int = 200, seed: int = 0) -> None:
+        self.hidden = hidden
+        self.alpha = alpha
+        self.scale = scale
+        self.deskew = deskew
+        self.max_iter = max_iter
+        self.seed = seed
 
-    def inputs(self, x: np.ndarray) -> np.ndarray:
-        x = deskew(np.asarray(x)) if self.config.deskew else np.asarray(x)
-        return x.reshape(len(x), -1).astype(np.float32) * np.float32(self.config.scale)
+    def inputs(self, X: np.ndarray) -> np.ndarray:
+        """Validated inputs as the network's float32 [N, n_features]: deskewed first when `deskew`."""
+        X = deskew(as_images(X)).reshape(len(X), -1) if self.deskew else X
+        return X.astype(np.float32) * np.float32(self.scale)
 
     def estimator(self, **kwargs):
         from sklearn.neural_network import MLPClassifier
 
-        c = self.config
-        return MLPClassifier(hidden_layer_sizes=c.hidden, activation="relu", alpha=c.alpha, max_iter=c.max_iter,
-                             random_state=c.seed, **kwargs)
+        # tuple(): a model loaded from config.json has a list, and MLPClassifier's own check wants a sequence
+        return MLPClassifier(hidden_layer_sizes=tuple(self.hidden), activation="relu", alpha=self.alpha,
+                             max_iter=self.max_iter, random_state=self.seed, **kwargs)
 
-    def fit(self, x, y, x_val=None, y_val=None) -> SklearnMLP:
-        est = self.estimator().fit(self.inputs(x), y)
-        self.coefs_, self.intercepts_ = est.coefs_, est.intercepts_
+    def fit(self, X, y, x_val=None, y_val=None) -> SklearnMLP:
+        """The study's call on (X, y); with a validation split, its loss and accuracy join the last epoch."""
+        X, y = self._validate(X, y)
+        est = self.estimator().fit(self.inputs(X), y)
+        self._keep(est.coefs_, est.intercepts_)
+        self.n_iter_ = est.n_iter_
         # scikit-learn's per-epoch loss: cross-entropy plus the L2 penalty, averaged over the batches.
-        self.history = [{"epoch": i + 1, "train_loss": float(loss)} for i, loss in enumerate(est.loss_curve_)]
+        self.history_ = [{"epoch": i + 1, "train_loss": float(loss)} for i, loss in enumerate(est.loss_curve_)]
         if x_val is not None and len(x_val):
-            proba = self.predict_proba(x_val)
-            self.history[-1].update(val_loss=nll(proba, y_val), val_acc=float((proba.argmax(1) == y_val).mean()))
+            proba, labels = self.predict_proba(x_val), self._labels(y_val)
+            self.history_[-1].update(val_loss=nll(proba, labels.clip(min=0)),
+                                     val_acc=float((proba.argmax(1) == labels).mean()))
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        if not self.coefs_:
-            raise ModelError(f"{self.family}: model is not trained")
-        return self.forward(self.inputs(x))
+    def _keep(self, coefs: list[np.ndarray], intercepts: list[np.ndarray]) -> None:
+        # copies: MLPClassifier.partial_fit updates its arrays in place
+        self.coefs_, self.intercepts_ = [w.copy() for w in coefs], [b.copy() for b in intercepts]
+
+    def predict_proba(self, X) -> np.ndarray:
+        X, _ = self._validate(X, reset=False)
+        return self.forward(self.inputs(X))
 
     def forward(self, h: np.ndarray) -> np.ndarray:
-        """Class probabilities from prepared inputs (`inputs(x)`)."""
+        """Class probabilities from prepared inputs (`inputs(X)`)."""
+        if len(self.classes_) == 1:  # fitted on one label: scikit-learn predicts it, with certainty
+            return np.ones((len(h), 1), np.float32)
         for w, b in zip(self.coefs_[:-1], self.intercepts_[:-1], strict=True):
             h = np.maximum(h @ w + b, 0)
         logits = h @ self.coefs_[-1] + self.intercepts_[-1]
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+        if logits.shape[1] == 1:  # two classes: scikit-learn's one logistic output, p(classes_[1])
+            p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+            return np.hstack([1 - p, p]).astype(np.float32)
+        return softmax(logits).astype(np.float32)
 
     def n_parameters(self) -> int:
         return sum(w.size for w in self.coefs_) + sum(b.size for b in self.intercepts_)
@@ -97,39 +112,60 @@ class SklearnMLP(Classifier):
     def save_weights(self, directory: Path) -> None:
         arrays = {f"coef_{i}": w for i, w in enumerate(self.coefs_)}
         arrays.update({f"intercept_{i}": b for i, b in enumerate(self.intercepts_)})
-        save_npz(directory / "weights.npz", **arrays)
+        save_npz(directory / "weights.npz", classes=self.classes_, **arrays)
 
     def load_weights(self, directory: Path) -> None:
-        n = len(self.config.hidden) + 1
-        w = load_npz(directory, tuple(f"coef_{i}" for i in range(n)) + tuple(f"intercept_{i}" for i in range(n)))
+        n = len(self.hidden) + 1
+        w = load_npz(directory, tuple(f"coef_{i}" for i in range(n)) + tuple(f"intercept_{i}" for i in range(n)),
+                     optional=("classes",))
         self.coefs_ = [w[f"coef_{i}"] for i in range(n)]
         self.intercepts_ = [w[f"intercept_{i}"] for i in range(n)]
+        # written since 0.2.0; before, the classes were the digits, one per output
+        self.classes_ = w.get("classes", np.arange(self.coefs_[-1].shape[1]))
+        self.n_features_in_ = self.coefs_[0].shape[0]
 
 
 class TunedSklearnMLP(SklearnMLP):
     family = "mlp-sklearn-tuned"
-    Config = TunedMLPConfig
+    Config = TunedSklearnMLPConfig
 
-    def fit(self, x, y, x_val=None, y_val=None) -> TunedSklearnMLP:
+    def __init__(self, hidden: tuple[int, ...] = (200, 200), alpha: float = 0.1, scale: float = 1 / 255,
+                 deskew: bool = True, max_iter: int = 40, seed: int = 0, patience: int = 5, lr: float = 1e-3,
+                 batch_size: int = 200) -> None:
+        super().__init__(hidden=hidden, alpha=alpha, scale=scale, deskew=deskew, max_iter=max_iter, seed=seed)
+        self.patience = patience
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def fit(self, X, y, x_val=None, y_val=None) -> TunedSklearnMLP:
+        """One epoch at a time on (X, y), keeping the weights of the epoch with the best accuracy on
+        (x_val, y_val) -- a seeded hold-out of X when none is given -- and stopping after `patience`
+        epochs without a better one."""
+        X, y = self._validate(X, y)
         if x_val is None or len(x_val) == 0:
-            (x, y), (x_val, y_val) = holdout(x, y, self.config.seed)
-        c = self.config
-        est = self.estimator(learning_rate_init=c.lr, batch_size=c.batch_size)
-        inputs, val_inputs = self.inputs(x), self.inputs(x_val)
-        best, waited = -1.0, 0
-        for epoch in range(1, c.max_iter + 1):
-            est.partial_fit(inputs, y, classes=np.arange(10))
-            self.coefs_, self.intercepts_ = est.coefs_, est.intercepts_
+            (X, y), (x_val, y_val) = holdout(X, y, self.seed)
+            if len(x_val) == 0:
+                raise ValueError(f"{self.family} holds out a tenth of the samples to pick its epoch: "
+                                 f"needs 10 or more, got n_samples = {len(X)}")
+        else:
+            x_val, y_val = validate_data(self, x_val.reshape(len(x_val), -1), reset=False), self._labels(y_val)
+        est = self.estimator(learning_rate_init=self.lr, batch_size=self.batch_size)
+        inputs, val_inputs = self.inputs(X), self.inputs(x_val)
+        best, waited, history = -1.0, 0, []
+        for epoch in range(1, self.max_iter + 1):
+            est.partial_fit(inputs, y, classes=np.arange(len(self.classes_)))
+            self._keep(est.coefs_, est.intercepts_)
             train, val = self.forward(inputs), self.forward(val_inputs)
             val_acc = float((val.argmax(1) == y_val).mean())
-            self.history.append({"epoch": epoch, "train_loss": nll(train, y),
-                                 "train_acc": float((train.argmax(1) == y).mean()),
-                                 "val_loss": nll(val, y_val), "val_acc": val_acc})
+            history.append({"epoch": epoch, "train_loss": nll(train, y),
+                            "train_acc": float((train.argmax(1) == y).mean()),
+                            "val_loss": nll(val, y_val.clip(min=0)), "val_acc": val_acc})
             if val_acc > best:
-                best, waited, kept = val_acc, 0, ([w.copy() for w in est.coefs_], [b.copy() for b in est.intercepts_])
+                best, waited, kept = val_acc, 0, (self.coefs_, self.intercepts_)
             else:
                 waited += 1
-                if waited >= c.patience:
+                if waited >= self.patience:
                     break
         self.coefs_, self.intercepts_ = kept
+        self.history_, self.n_iter_ = history, len(history)
         return self

@@ -101,6 +101,7 @@ async function ask() {
 function showNothing() { last = null; resetView(); }
 function resetView() {
   $("prediction").textContent = ""; $("status").textContent = ""; $("confidence").textContent = "";
+  $("advice").textContent = "";
   $("bars").innerHTML = ""; $("seen-box").hidden = true; $("correct").hidden = true; $("thanks").textContent = "";
   octx.clearRect(0, 0, overlay.width, overlay.height); overlay.dataset.boxes = "0";
 }
@@ -110,7 +111,11 @@ const pct = p => (100 * p).toFixed(1) + "%";
 function showPrediction(body) {
   resetView();
   $("prediction").textContent = body.label === null ? "" : String(body.label);
-  $("status").textContent = body.label === null ? body.status : "";
+  // abstained: say why, and the best guess where the reader gives one
+  const guess = body.guess !== undefined && body.guess !== null ? ` (perhaps a ${body.guess})` : "";
+  $("status").textContent = body.label === null ? body.status + guess : "";
+  // the API's several-digits hint, said the pad's way
+  if (body.hint && !multi.checked) $("advice").textContent = "this looks like several digits: tick “Read a number”";
   $("confidence").textContent = body.probabilities ? `confidence ${pct(body.confidence)}` : "";
   if (body.image) { $("seen").src = body.image; $("seen-box").hidden = false; }
   const top = body.probabilities ? body.probabilities.indexOf(Math.max(...body.probabilities)) : -1;
@@ -133,14 +138,15 @@ function toCanvas(box, fromPhoto) {  // a box in the sent image's pixels -> pad 
 function showReading(body, fromPhoto) {
   resetView();
   $("prediction").textContent = body.text;
-  $("status").textContent = body.text === "" ? "no digit" : `${body.digits.length} digit${body.digits.length === 1 ? "" : "s"}`;
-  $("confidence").textContent = body.digits.map(d => `${d.label === null ? "?" : d.label}: ${pct(d.confidence)}`).join("   ");
+  const count = `${body.digits.length} digit${body.digits.length === 1 ? "" : "s"}`;
+  $("status").textContent = body.text === "" ? "no digit" : body.status === "unsure" ? `${count}, unsure` : count;
+  $("confidence").textContent = body.digits.map(d => `${d.guess}${d.label === null ? "?" : ""}: ${pct(d.confidence)}`).join("   ");
   octx.clearRect(0, 0, overlay.width, overlay.height);
   octx.lineWidth = 2; octx.font = "bold 18px system-ui, sans-serif";
   for (const d of body.digits) {
     const [x, y, w, h] = toCanvas(d.box, fromPhoto);
     octx.strokeStyle = "#2a7"; octx.strokeRect(x, y, w, h);
-    const label = d.label === null ? "?" : String(d.label);
+    const label = d.label === null ? `${d.guess}?` : String(d.label);  // unsure: the guess, marked
     octx.fillStyle = "#2a7"; octx.fillRect(x, Math.max(0, y - 22), 16 + 10 * label.length, 22);
     octx.fillStyle = "#fff"; octx.fillText(label, x + 4, Math.max(16, y - 5));
   }
