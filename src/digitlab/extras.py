@@ -8,6 +8,7 @@ and the Python API's `classify`/`read` work without the rest. The extras, named 
     report  matplotlib: the plots of `report` and `lr-find`
     serve   FastAPI, uvicorn, python-multipart: `serve`
     all     the three above
+    scale   pyarrow, Ray Data: predict into Parquet, `pack`, `predict --engine ray` (not in all: ~700 MB)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "uvicorn": ("serve", "uvicorn"),
     "multipart": ("serve", "python-multipart"),
     "python_multipart": ("serve", "python-multipart"),
+    "pyarrow": ("scale", "pyarrow"),
+    "ray": ("scale", "ray[data]"),
 }
 
 

@@ -44,6 +44,31 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require_family(f"train {args.model}", args.model)
+    from digitlab.lab import distributed
+
+    if args.nproc < 1:
+        raise ModelError(f"--nproc {args.nproc}: must be at least 1")
+    if args.nproc > 1 and not distributed.launched():  # start the ranks, each running this same command
+        from digitlab.lab import models
+
+        if not models.family_class(args.model).trains_in_epochs:  # said once here, not by every rank
+            raise ModelError(f"{args.model} trains in one step: --nproc is for neural families")
+        import shlex
+
+        return distributed.launch(shlex.split(args.command_line)[1:], args.nproc, args.threads)
+    if not distributed.launched():
+        return _train(args)
+    args.device = distributed.init_from_env(args.device)  # a rank of torchrun or --nproc
+    try:
+        if distributed.world()[0] != 0:  # rank 0 speaks for the run
+            sys.stdout = open(os.devnull, "w")  # for the life of this rank
+        return _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from digitlab.lab.distributed import is_main
     from digitlab.lab.experiment import parse_setting, train_run
 
     out = args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}"
@@ -53,7 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args)
     _, m = train_run(args.model, out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
                      limit=args.limit, holdout=not args.no_holdout, resume=args.resume, device=args.device,
-                     command=args.command_line, **_from_model(args), **settings)
+                     command=args.command_line, progress=is_main(), **_from_model(args), **settings)
+    if not is_main():
+        return 0
     if m.get("lr_finder_suggestion"):
         print(f"LR finder: peak learning rate {m['lr_finder_suggestion']:.2e}")
     val = f"val accuracy {m['val_accuracy']:.4f}  " if m["val_accuracy"] is not None else ""
@@ -129,6 +156,9 @@ def add_train_commands(commands, data_dir: argparse.ArgumentParser) -> None:
                         "the new head first with the body frozen, then all layers with lower LRs early "
                         "(default: start from random weights)")
     p.add_argument("--freeze-epochs", type=int, default=1, help="with --from: head-only epochs first (default 1)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, "
+                        "nccl on CUDA); several machines: torchrun -m digitlab.cli train ... (README)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("lr-find", parents=[common], help="LR range test: plot loss against learning rate")

@@ -297,6 +297,10 @@ def progress_bar(total: int, progress: bool | None):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(args.multi, args.min_confidence, args.explain, args.model)
+    from digitlab.cli import scale_commands
+
+    if scale_commands.wants_parquet(args):  # a folder of Parquet partitions, by shard (digitlab.scale)
+        return scale_commands.predict_to_parquet(args, options)
     if args.out and Path(args.out).is_dir():
         raise DigitlabError(f"--out {args.out}: is a folder; give a file name, e.g. {Path(args.out) / 'results.jsonl'}")
     if args.model:
@@ -358,11 +362,16 @@ def add_predict_commands(commands) -> None:
                    "(NNN-name-step-K-STEP.png); default: none written")
     p.add_argument("--model", metavar="M", help="an ONNX model file (default: the bundled model)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout, durably; "
-                   "rerun the same command to resume an interrupted run (default: stdout)")
+                   "rerun the same command to resume an interrupted run (default: stdout); NAME.parquet: "
+                   "Parquet partitions")
     p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and the work takes over 2 s)")
+    from digitlab.cli import scale_commands
+
+    scale_commands.add_predict_options(p)
     p.set_defaults(func=cmd_predict)
+    scale_commands.add_pack_command(commands)
 
 
 # ---------------------------------------------------------------------------- serve

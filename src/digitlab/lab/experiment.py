@@ -26,7 +26,7 @@ from digitlab import data
 from digitlab.errors import DigitlabError, ModelError
 from digitlab.files import atomic_write_json
 
-from . import models
+from . import distributed, models
 from .models.base import config_from, setting_names
 
 CHECKPOINT_DIR = "checkpoint"
@@ -83,6 +83,10 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
     `command` is the command line that ran this, recorded in config.json (and so in an exported card)."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_DIR
+    rank, world = distributed.world()  # (0, 1) unless this is a rank of a DDP run (lab/distributed.py)
+    main = rank == 0  # only rank 0 writes, prints progress, evaluates
+    if world > 1 and not models.family_class(family).trains_in_epochs:
+        raise DigitlabError(f"{family} trains in one step: --nproc is for neural families")
     if resume:  # the checkpoint's settings win: the run continues as it started (--epochs may extend it)
         model, meta = _resume(checkpoint, family, dataset, device, settings)
         seed, limit, holdout = model.config.seed, meta.get("limit"), meta.get("holdout", True)
@@ -102,6 +106,8 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
                                                         "limit": limit}}
     if model.normalization:
         run["normalization"] = model.normalization
+    if model.trains_in_epochs:
+        run["world_size"] = world
     if getattr(model.config, "realistic_views", 0):  # it trained on what the reader's pipeline made
         from digitlab.reader.pipeline import PIPELINE_VERSION
 
@@ -115,9 +121,10 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         from .callbacks import Checkpoint, ProgressBar
         from .checkpoint import save_checkpoint
 
-        extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command}
-        callbacks = [Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra))]
-        callbacks += [ProgressBar()] if progress else []
+        extra = {"family": family, "dataset": dataset, "limit": limit, "holdout": holdout, "command": command,
+                 "world_size": world}
+        callbacks = [Checkpoint(lambda learner: save_checkpoint(learner, checkpoint, extra))] if main else []
+        callbacks += [ProgressBar()] if progress and main else []
         if from_model is not None:
             _start_from(model, from_model, resume)
             model.fine_tune(x, y, model.config.epochs, freeze_epochs, x_val=x_val, y_val=y_val, callbacks=callbacks)
@@ -133,6 +140,8 @@ def train_run(family: str, out: str | os.PathLike, dataset: str = "mnist", data_
         if notes:
             run["notes"] = notes
     fit_wall = time.perf_counter() - t0
+    if not main:  # the other ranks trained the same weights; rank 0 saves and evaluates them
+        return model, {}
     model.save(out, run)
     metrics = run_metrics(model, family, dataset, seed, (x, x_val, y_val), (x_test, y_test), fit_wall)
     atomic_write_json(out / "metrics.json", metrics)
@@ -210,6 +219,10 @@ def _resume(checkpoint: Path, family: str, dataset: str, device: str | None,
     if meta.get("family", family) != family or meta.get("dataset", dataset) != dataset:
         raise ModelError(f"{checkpoint}: holds a {meta.get('family')} run on {meta.get('dataset')}, "
                          f"not {family} on {dataset}")
+    if meta.get("world_size", 1) != distributed.world()[1]:  # its steps per epoch depend on it
+        w = meta.get("world_size", 1)
+        raise ModelError(f"{checkpoint}: the run trained on {w} process{'es' if w > 1 else ''}; "
+                         f"resume it with --nproc {w}")
     model = cls(config_from(cls.Config, meta["config"]), device=device or "cpu")
     model.resume(checkpoint, meta)
     if model.config.precision != meta["config"].get("precision", model.config.precision):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitlab.lab import distributed
 from digitlab.lab.callbacks import Callback, CancelFit, training_callbacks
 from digitlab.lab.precision import resolve_precision
 
@@ -96,6 +97,7 @@ class Learner:
         # The precision actually used goes into the config, so the saved model says which it was.
         config = replace(config, precision=resolve_precision(config.precision, device))
         self.net, self.config, self.device = net, config, device
+        self.model: nn.Module | None = None  # the network as training calls it: DDP-wrapped under DDP
         self.use(callbacks, teachers)
         # the loss; a callback may replace it (OutlierExposure) or add to it (Distillation, after_loss)
         self.loss_func = lambda logits, y: F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
@@ -139,7 +141,14 @@ class Learner:
         # of which every epoch draws one per image.
         x, y = x.to(self.device), y.to(self.device)
         n = len(y)
-        self.n_batches = math.ceil(n / cfg.batch_size)
+        # Under DDP (lab/distributed.py) each rank trains on its share of every epoch's permutation, in
+        # batches of its share of batch_size: the ranks together take the steps one process would.
+        rank, world = distributed.world()
+        positions = distributed.shard_positions(n, rank, world)
+        per_rank, batch_size = (n, cfg.batch_size) if positions is None else \
+            (len(positions), math.ceil(cfg.batch_size / world))
+        self.model = distributed.wrap(self.net, self.device)  # what the forward pass calls
+        self.n_batches = math.ceil(per_rank / batch_size)
         self._start_schedule()
         self._call("on_train_begin")
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -148,25 +157,31 @@ class Learner:
             # Dropout and augmentation are reseeded the same way, so resuming reproduces the run exactly.
             epoch_seed = cfg.seed * 1000 + self.epoch
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).to(self.device)
-            self.generator = torch.Generator().manual_seed(epoch_seed + 500)
-            torch.manual_seed(epoch_seed + 700)
+            self.generator = torch.Generator().manual_seed(epoch_seed + 500 + distributed.RANK_SEED * rank)
+            torch.manual_seed(epoch_seed + 700 + distributed.RANK_SEED * rank)
             train_mode(self.net)
             t0 = time.perf_counter()
-            if x.ndim == 5:
-                view = torch.randint(len(x), (n,), generator=self.generator).to(self.device)
+            view = torch.randint(len(x), (n,), generator=self.generator).to(self.device) if x.ndim == 5 else None
+            if positions is not None:
+                order = order[positions.to(self.device)]
+                view = view[positions.to(self.device)] if view is not None else None
+            if view is not None:
                 xs = x[view, order].contiguous(memory_format=self.layout)
             else:
                 xs = x[order].contiguous(memory_format=self.layout)
             ys = y[order]
             self._loss_sum, self._correct, self._seen, self._digits = 0.0, 0, 0, 0
-            for self.batch, start in enumerate(range(0, n, cfg.batch_size), 1):
-                self.xb, self.yb = xs[start:start + cfg.batch_size], ys[start:start + cfg.batch_size]
+            for self.batch, start in enumerate(range(0, per_rank, batch_size), 1):
+                self.xb, self.yb = xs[start:start + batch_size], ys[start:start + batch_size]
                 self._one_batch()
             elapsed = time.perf_counter() - t0
             self.train_time += elapsed
+            if world > 1:  # the epoch's figures over every rank's images
+                self._loss_sum, self._correct, self._seen, self._digits = distributed.sum_across(
+                    self._loss_sum, self._correct, self._seen, self._digits)
             record = {"epoch": self.epoch + 1, "train_loss": self.running_loss, "train_acc": self.running_acc,
                       "lr": self.optimizer.param_groups[0]["lr"], "time": elapsed}
-            if x_val is not None and len(x_val):
+            if x_val is not None and len(x_val) and rank == 0:  # only rank 0 keeps the history
                 record["val_loss"], record["val_acc"] = evaluate_loss(self.net, x_val, y_val)
             self.history.append(record)
             self._call("on_epoch_end")
@@ -175,7 +190,7 @@ class Learner:
     def _one_batch(self) -> None:
         self._call("before_batch")
         self._call("before_forward")
-        self.logits = self.net(self.xb)
+        self.logits = (self.model or self.net)(self.xb)
         self._call("after_forward")
         self.loss = self.loss_func(self.logits, self.yb)
         self._call("after_loss")
