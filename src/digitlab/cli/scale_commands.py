@@ -102,7 +102,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def add_pack_command(commands) -> None:
     p = commands.add_parser("pack", help="turn a folder of images into Parquet shards for cluster reading")
-    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("folder", metavar="FOLDER", help="the folder of images to pack (recursive)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the shards images-00000.parquet, ...")
     p.add_argument("--shard-mb", type=float, default=PACK_SHARD_MB, metavar="MB",
                    help=f"image bytes per shard (default {PACK_SHARD_MB:g} MB)")
