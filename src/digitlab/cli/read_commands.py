@@ -164,7 +164,7 @@ def format_line(record: dict) -> str:
     if "error" in record:
         line = f"error: {record['error']}"
     elif "text" in record:
-        line = f'"{record["text"]}"' if record["text"] else "no digit"
+        line = record["text"] or "no digit"
         line += " (unsure)" if record["status"] == "unsure" else ""
     else:
         line = record["status"] if record["label"] is None else str(record["label"])
