@@ -11,7 +11,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-ROOT = Path(os.environ.get("DIGITLAB_DATA", REPO.parent / "shared" / "data"))
+# absolute: tests run commands in other folders (the docs' examples), where a relative path means nothing
+ROOT = Path(os.environ.get("DIGITLAB_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,7 @@ def test_evaluate_bundled_measures_its_card(capsys):
     assert main(["evaluate", "bundled", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == pytest.approx(bundled().card["test"]["accuracy"], abs=1e-9)
-    assert result["accuracy"] >= 0.9965
+    assert result["accuracy"] >= 0.9955  # the forms-trained model: 99.59% (BENCHMARKS.md, issue 21)
 
 
 @pytest.mark.slow

@@ -69,7 +69,8 @@ def test_export_rejects_non_model(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_int8_bundled_loses_at_most_a_tenth_of_a_point(mnist, tmp_path):
-    from digitlab.lab.export import normalize, quantize_int8
+    from digitlab.lab.export import quantize_int8
+    from digitlab.lab.loop import normalize
 
     (x, _), (x_test, y_test) = mnist
     calibration = normalize(x[np.random.default_rng(0).choice(len(x), 1000, replace=False)], 0.1307, 0.3081)

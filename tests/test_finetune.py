@@ -213,11 +213,11 @@ def test_finetune_learns_a_writers_style_and_keeps_mnist(tmp_path, mnist, capsys
 
 @pytest.fixture(scope="module")
 def writer3(mnist):
-    """Writer 3's digits (narrow, tilted: 96.4% before, 98-99% after 5 per digit, BENCHMARKS.md), the
+    """The digits of writer 4 (the hardest for the forms-trained bundled model: 96.2% before), the
     bundled model, and its scores before fine-tuning (computed once for every method)."""
     _, (x_test, y_test) = mnist
-    pool, held = writer_split(y_test, 3)
-    writer = WRITERS[3]
+    pool, held = writer_split(y_test, 4)
+    writer = WRITERS[4]
     x_pool, x_held = writer.apply(x_test[pool[:50]], y_test[pool[:50]]), writer.apply(x_test[held], y_test[held])
     base = load_base("bundled")
     before = base.score(x_held, y_test[held]), base.score(x_test[:5000], y_test[:5000])
@@ -233,7 +233,7 @@ def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, writer3, meth
     # the time (the slowest tests of the suite on an AVX2-only CPU)
     x_old, y_old = rehearsal_sample(1500, 0)
     model = adapt(copy.deepcopy(base), x_pool, y_pool, x_old, y_old, FinetuneConfig(method=method))
-    assert model.score(x_held, y_held) >= held_before + 0.01
+    assert model.score(x_held, y_held) >= held_before + 0.01, (held_before, model.score(x_held, y_held))
     # the 0.1-point promise is `digitlab finetune`'s (fastai, checked on all 10,000 in the test above); one LR
     # for every layer forgets more (-0.10 point on these 5,000 images here with 1,500 rehearsed, -0.22 with 3,000)
     assert model.score(x_test[:5000], y_test[:5000]) >= mnist_before - 0.005
