@@ -210,7 +210,8 @@ def answers(tasks: list[tuple[int, str, object]], options: PredictOptions, jobs:
         for chunk in chunks:
             yield from answer_chunk(chunk, model, options)
         return
-    pool = multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(options,))
+    # spawned, not forked: a process that already runs threads (Ray's, a server's) can deadlock a fork
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(options,))
     try:
         for records in pool.imap(_answer_in_worker, chunks):
             yield from records
