@@ -12,6 +12,7 @@ from digitlab.reader.pipeline import (
     FLATTENED,
     LOOKS,
     OTHER_POLARITY,
+    Page,
     find_step,
     looks,
     page_step,
@@ -56,12 +57,12 @@ def test_which_looks_a_picture_gets():
 
 def test_structure_step_is_the_identity_without_lines_or_when_switched_off():
     x = (np.pad(drawn_digit(5, 100, np.random.default_rng(2), width=0.1), 20) * 255).astype(np.uint8)
-    assert structure_step(x, PreprocessConfig()) == (x, None)
+    assert structure_step(x, PreprocessConfig()) == (x, None, None)
     boxed = x.copy()
     cv2.rectangle(boxed, (5, 5), (134, 134), 200, 2)
-    clean, structure = structure_step(boxed, PreprocessConfig())
-    assert structure is not None and clean[5:8, 20:120].max() == 0 and clean[ink_rows(x)].any()
-    assert structure_step(boxed, PreprocessConfig(remove_lines=False)) == (boxed, None)
+    clean, structure, turn = structure_step(boxed, PreprocessConfig())
+    assert structure is not None and turn is None and clean[5:8, 20:120].max() == 0 and clean[ink_rows(x)].any()
+    assert structure_step(boxed, PreprocessConfig(remove_lines=False)) == (boxed, None, None)
     with pytest.raises(NoDigitError, match="only printed lines"):
         structure_step(np.where(x > 0, 0, boxed).astype(np.uint8), PreprocessConfig())
 
@@ -86,3 +87,25 @@ def test_read_page_traces_every_step_in_order():
     assert [step for step, _ in page.trace] == ["decode", "page", "structure", "without lines", "find", "normalize"]
     assert page.trace[-1][1] is x28 and x28.shape == (28, 28)
     assert page.structure is not None and len(page.structure.rows) == 1
+
+
+def test_a_turned_form_is_deskewed_and_boxes_come_back_in_input_pixels():
+    """A comb photographed 2.5 degrees off square: the structure step turns it square, finds its five
+    boxes, and a box in the turned page maps back onto the input's pixels."""
+    x = np.zeros((120, 560), np.uint8)
+    for y in (20, 100):
+        cv2.line(x, (20, y), (540, y), 180, 2)
+    for k in range(6):
+        cv2.line(x, (20 + 104 * k, 20), (20 + 104 * k, 100), 180, 2)
+    cv2.line(x, (70, 35), (70, 85), 255, 6)  # a 1 in the first box
+    matrix = cv2.getRotationMatrix2D((280, 60), 2.5, 1.0)
+    turned = cv2.warpAffine(x, matrix, (560, 120))
+    clean, structure, turn = structure_step(turned, PreprocessConfig())
+    assert turn is not None and len(structure.fields) == 5
+    page = Page(clean, (2.0, 2.0), (1120, 240), turn=turn)
+    ink = np.argwhere(clean > 128)
+    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
+    box = page.to_input(left, top, right, bottom)
+    # the 1 stood at x = 70, y = 35-85 before the picture was turned: where it is in the input, x2
+    (x0, y0), (x1, y1) = (matrix @ np.array([[70, 35, 1], [70, 85, 1]], np.float64).T).T * 2
+    assert abs((box[0] + box[2]) / 2 - (x0 + x1) / 2) <= 6 and abs(box[1] - y0) <= 8 and abs(box[3] - y1) <= 8

@@ -49,9 +49,10 @@ from .preprocess import (
     two_level,
     uneven_paper,
 )
-from .structure import Structure, remove_structure
+from .structure import Structure, deskew, might_have_lines, remove_structure, skew
 
 PIPELINE_VERSION = 2  # 1: no structure step (models bundled up to 2026-11-26); 2: printed lines removed
+MIN_SKEW = 0.5  # degrees: a form turned less than this is read as it is (the line rules allow ~1 degree)
 FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these shares (see narrower_views)
 
 
@@ -93,9 +94,16 @@ class Page:
     structure: Structure | None = None  # the printed lines taken out of the ink, and the fields they mark
     picture: np.ndarray | None = None  # the ink of the whole picture, every blob but specks
     trace: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (step, what it made), when asked
+    turn: np.ndarray | None = None  # 2x3 affine map from the working pixels to `ink`'s, where a form was deskewed
 
     def to_input(self, left: float, top: float, right: float, bottom: float) -> tuple[int, int, int, int]:
-        """A (left, top, right, bottom) box in working pixels -> the input image's pixels (clipped)."""
+        """A (left, top, right, bottom) box in `ink`'s pixels -> the input image's pixels (clipped). A box
+        in a deskewed page is turned back, and the box around it is given."""
+        if self.turn is not None:
+            back = cv2.invertAffineTransform(self.turn)
+            corners = np.array([[left, top, 1], [right, top, 1], [left, bottom, 1], [right, bottom, 1]], np.float64)
+            xs, ys = (corners @ back.T).T
+            left, top, right, bottom = xs.min(), ys.min(), xs.max(), ys.max()
         sx, sy = self.scale
         w, h = self.size
         return (max(0, int(left * sx)), max(0, int(top * sy)),
@@ -128,14 +136,20 @@ def page_step(loaded: Loaded, c: PreprocessConfig, look: Look = AS_IT_IS, factor
     return ((gray.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
 
 
-def structure_step(x: np.ndarray, c: PreprocessConfig) -> tuple[np.ndarray, Structure | None]:
-    """The ink without printed lines, and the lines found (None where there are none)."""
-    if not c.remove_lines:
-        return x, None
-    clean, structure = remove_structure(x)
-    if structure is not None and not clean.any():
+def structure_step(x: np.ndarray, c: PreprocessConfig) -> tuple[np.ndarray, Structure | None, np.ndarray | None]:
+    """The ink without printed lines, the lines found (None where there are none), and the affine map
+    by which a tilted form was turned square first (None: not turned). A picture without lines is
+    returned as it is."""
+    if not c.remove_lines or min(x.shape) < 16 or not might_have_lines(x):
+        return x, None, None
+    angle = skew(x)
+    turned, turn = deskew(x, angle) if abs(angle) >= MIN_SKEW else (x, None)
+    clean, structure = remove_structure(turned)
+    if structure is None:
+        return x, None, None
+    if not clean.any():
         raise NoDigitError("no digit: only printed lines")
-    return clean, structure
+    return clean, structure, turn
 
 
 def find_step(x: np.ndarray, c: PreprocessConfig, single: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,14 +169,14 @@ def ink_map(image, config: PreprocessConfig | None = None, single: bool = False,
     loaded = load(image)
     x = page_step(loaded, c, look, factor)
     steps = [("page", x)] if trace else []
-    x, structure = structure_step(x, c)
+    x, structure, turn = structure_step(x, c)
     if trace and structure is not None:
         steps += [("structure", np.maximum(structure.across, structure.down)), ("without lines", x)]
     x, picture = find_step(x, c, single)
     if trace:
         steps.append(("find", x))
     scale = (loaded.scale[0] * factor, loaded.scale[1] * factor)
-    return Page(x, scale, loaded.size, look, structure, picture, steps)
+    return Page(x, scale, loaded.size, look, structure, picture, steps, turn)
 
 
 def looks(loaded: Loaded, c: PreprocessConfig) -> list[Look]:

@@ -214,11 +214,13 @@ def looks_like_a_digit(x28: np.ndarray) -> bool:
 class Reading:
     """A number: its digits left to right. `text` is the best reading (every digit's guess; in a row of
     printed boxes, an empty box between digits is a space), and `status` is "ok" only when every
-    digit is, "no digit" when there is none. `confidence`: the product of the digits' confidences, the
+    digit is and nothing about the page casts doubt on the number (`doubt` says what did), "no digit"
+    when there is none. `confidence`: the product of the digits' confidences, the
     probability that the whole number is right when each digit's is independent."""
 
     digits: list[Digit]
     gaps: tuple[int, ...] = ()  # positions in `text` of empty boxes (a comb's unfilled places)
+    doubt: str | None = None  # why the number may be wrong although each digit is sure
 
     @property
     def text(self) -> str:
@@ -231,7 +233,7 @@ class Reading:
     def status(self) -> str:
         if not self.digits:
             return "no digit"
-        return "ok" if all(d.status == "ok" for d in self.digits) else "unsure"
+        return "ok" if self.doubt is None and all(d.status == "ok" for d in self.digits) else "unsure"
 
     @property
     def confidence(self) -> float:
@@ -239,7 +241,7 @@ class Reading:
 
     def as_dict(self) -> dict:
         return {"text": self.text, "status": self.status, "confidence": round(self.confidence, 4),
-                "digits": [d.as_dict() for d in self.digits]}
+                "doubt": self.doubt, "digits": [d.as_dict() for d in self.digits]}
 
 
 def components(x: np.ndarray) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
@@ -406,8 +408,9 @@ def read(image, model=None, min_confidence: float | None = None, config: Preproc
         m = ink_map(image, config)
     except NoDigitError:
         return Reading([])
-    if m.structure is not None and m.structure.fields:
-        return read_fields(m, m.structure.fields, model, min_confidence, config)
+    fields = m.structure.fields if m.structure is not None else []
+    if fields and holds_the_writing(m.ink, fields):
+        return read_fields(m, fields, model, min_confidence, config)
     x = m.ink
     labels, groups = components(x)
     if not groups:
@@ -439,8 +442,12 @@ def read(image, model=None, min_confidence: float | None = None, config: Preproc
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)
-    return Reading([as_digit(piece.probabilities, piece.image, m.to_input(*piece.box), min_confidence)
-                    for piece in best[-1][1]])
+    digits = [as_digit(piece.probabilities, piece.image, m.to_input(*piece.box), min_confidence)
+              for piece in best[-1][1]]
+    # boxes found in part: more digits than boxes means some of their lines were read as digits
+    doubt = "more digits than the printed boxes found: a box's side may be read as a 1" \
+        if fields and len(digits) > len(fields) else None
+    return Reading(digits, doubt=doubt)
 
 
 def as_digit(p: np.ndarray, x28: np.ndarray, box: tuple[int, int, int, int], min_confidence: float | None) -> Digit:
@@ -473,7 +480,26 @@ def read_fields(page: Page, fields: list[tuple[int, int, int, int]], model, min_
     probs = model.predict_proba(np.stack([x28 for x28, _ in found]))
     digits = [as_digit(p, x28, page.to_input(*box), min_confidence)
               for p, (x28, box) in zip(probs, found, strict=True)]
-    return Reading(digits, tuple(k for k, c in enumerate(cells) if c is None))
+    gaps = tuple(k for k, c in enumerate(cells) if c is None)
+    return Reading(digits, gaps, "an empty box inside the number: a digit may have been missed" if gaps else None)
+
+
+def holds_the_writing(ink: np.ndarray, fields: list[tuple[int, int, int, int]]) -> bool:
+    """Do the boxes found hold the writing? Where a comb's lines were found only in part, digits
+    stand outside its boxes, and reading the boxes alone would lose them: the number is then read as
+    if the boxes were not there. A blob counts as outside when less than half of it is in the boxes
+    (widened by a fifth of their height, for strokes spilling over) and it is as tall as a third of a box;
+    and a blob much taller than a box was written across boxes (squared paper's squares are no comb)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink_mask(ink), connectivity=8)
+    height = max(b - t for _, t, _, b in fields)
+    inside = np.zeros(ink.shape, bool)
+    pad = height // 5
+    for left, top, right, bottom in fields:
+        inside[max(0, top - pad):bottom + pad, max(0, left - pad):right + pad] = True
+    share = np.bincount(labels[inside], minlength=n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    tall = stats[:, cv2.CC_STAT_HEIGHT]
+    outside = ((share < 0.5) & (tall >= height / 3)) | (tall > 1.4 * height)  # or written across boxes
+    return not outside[1:].any()
 
 
 def field_ink(ink: np.ndarray, fields: list[tuple[int, int, int, int]]) -> list[np.ndarray]:

@@ -43,12 +43,18 @@ MIN_ASPECT = 15.0  # ... and is at least this many times longer than thick
 SIDE_ASPECT = 6.0  # a box's side, shorter, at least this many times (it must also meet the box's top and bottom)
 THIN = 0.06  # ... and at most this share of the picture's short side thick
 TILT = 3  # rows (columns) a horizontal (vertical) line may drift over its length: about 1 degree over 170 px
-INK_LEVEL = 16  # ink-map level (of 255) above which a pixel counts as ink for the cheap test
+INK_LEVEL = 4  # ink-map level (of 255) above which a pixel counts as ink for the cheap test
 REMNANT = 3.0  # a blob beside a removed line and no larger than this many times its thickness is a remnant
 STROKE_LEVEL = 40  # ink above this (of 255) is what a stroke crossing a line is measured in
-RIDGE = 12  # a line's pixels are at least this much brighter (of 255) than the ink map beside them
+RIDGE = 5  # a line's pixels are at least this much brighter (of 255) than the ink map beside them
 JOIN = 0.02  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
 BOX_SIDE = 0.2  # the top or bottom of a box is at least this share of the picture's width
+MAX_SKEW = 3.0  # degrees a photographed form may be turned (skew); a larger turn is not looked for
+SKEW_STEP = 0.25  # ... in steps of this many degrees: at SKEW_WORK px, under a pixel of drift
+SKEW_WORK = 256  # the long side (px) the skew is measured at
+SMALL = 128  # the long side (px) the cheap test looks at
+SIDE_COVER = 0.75  # a comb's side has vertical ridge along this share of the height between its lines
+HIDDEN = 0.4  # ... and up to this share of its inner sides may be hidden under the digits written over them
 COMB_SIDE = 0.15  # the sides of a box open at the top are at least this share of the picture's height
 
 
@@ -95,11 +101,13 @@ def cells(columns: list, rows: list | None = None) -> list[tuple[int, int, int, 
     top, bottom = out[0][1], out[0][3]
     frame = [r for r in rows or [] if r[1] <= top + 0.25 * (bottom - top) or r[3] >= bottom - 0.25 * (bottom - top)]
     if frame:  # sides the first and last digits hid: the frame's lines say how far the comb goes
-        before = round((out[0][0] - min(r[0] for r in frame)) / unit)
-        after = round((max(r[2] for r in frame) - out[-1][2]) / unit)
-        first, last = out[0][0], out[-1][2]
-        out = ([(round(first - (k + 1) * unit), top, round(first - k * unit), bottom) for k in range(before)][::-1]
-               + out + [(round(last + k * unit), top, round(last + (k + 1) * unit), bottom) for k in range(after)])
+        side = float(np.median([c[2] - c[0] for c in cols]))
+        pitch = unit + side  # from one side to the next
+        first, last = out[0][0] - side, out[-1][2] + side  # the outer edges of the outermost sides found
+        before = round((first - min(r[0] for r in frame)) / pitch)
+        after = round((max(r[2] for r in frame) - last) / pitch)
+        out = ([(round(first - k * pitch - unit), top, round(first - k * pitch), bottom) for k in range(before)][::-1]
+               + out + [(round(last + k * pitch), top, round(last + k * pitch + unit), bottom) for k in range(after)])
     return out
 
 
@@ -111,17 +119,61 @@ def ridges(x: np.ndarray, horizontal: bool, width: int) -> np.ndarray:
     return (cv2.morphologyEx(x, cv2.MORPH_TOPHAT, kernel) > RIDGE).astype(np.uint8)
 
 
-def might_have_lines(x: np.ndarray) -> bool:
-    """Cheap test: does any band of TILT rows hold LINE_SPAN of the width in ink, or any band of TILT
-    columns most of the height? A picture of a digit alone has no such band unless the digit fills
-    the frame, which the full test then rejects. Two projections of a threshold, nothing per pixel more."""
+def small_mask(x: np.ndarray) -> np.ndarray:
+    """x's ink (above INK_LEVEL) as a 0/1 mask at most SMALL pixels on its long side: what the cheap
+    tests look at."""
     m = cv2.threshold(x, INK_LEVEL, 1, cv2.THRESH_BINARY)[1]
-    h, w = x.shape
-    band = np.ones(TILT, np.float32)
-    rows = np.convolve(cv2.reduce(m, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), band, "same")
-    cols = np.convolve(cv2.reduce(m, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), band, "same")
+    f = SMALL / max(m.shape)
+    if f >= 1:
+        return m
+    size = (max(1, round(m.shape[1] * f)), max(1, round(m.shape[0] * f)))
+    return (cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+
+
+def might_have_lines(x: np.ndarray) -> bool:
+    """Cheap test: does any band of rows have ink in 0.8 x LINE_SPAN of its columns, or any band of
+    columns in most of its rows? The band is as wide as a line tilted by MAX_SKEW drifts across the
+    picture. A picture of a digit alone has no such band unless the digit fills the frame, which the
+    full test then rejects. A band counts the columns (rows) where it has ink, not its ink pixels, so
+    that a thick stroke is not taken for a long line."""
+    m = small_mask(x)
+    h, w = m.shape
+    drift = np.tan(np.radians(MAX_SKEW))
+    band_rows, band_cols = 1 + 2 * int(np.ceil(w * drift / 2)), 1 + 2 * int(np.ceil(h * drift / 2))
+    rows = cv2.reduce(cv2.dilate(m, np.ones((band_rows, 1), np.uint8)), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
+    cols = cv2.reduce(cv2.dilate(m, np.ones((1, band_cols), np.uint8)), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
     # a box's sides or a comb's need a horizontal line too: only a free-standing vertical is looked for alone
     return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= 0.8 * 0.9 * h)
+
+
+def skew(x: np.ndarray) -> float:
+    """The angle (degrees, counter-clockwise) by which the picture's long horizontal lines are tilted,
+    within MAX_SKEW: the rotation under which its thin horizontal ridges pile up in the fewest rows
+    (their row profile is sharpest). A photo of a form is rarely square to the camera; the rules that
+    follow want its lines along the pixel rows."""
+    f = min(1.0, SKEW_WORK / max(x.shape))
+    small = cv2.resize(x, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else x
+    h, w = small.shape
+    thin = ridges(small, True, 2 * int(THIN * min(h, w) + 2) + 3).astype(np.float32)
+    best, angle = -1.0, 0.0
+    for a in np.arange(-MAX_SKEW, MAX_SKEW + 1e-9, SKEW_STEP):
+        turned = cv2.warpAffine(thin, cv2.getRotationMatrix2D((w / 2, h / 2), float(a), 1.0), (w, h))
+        profile = cv2.reduce(turned, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
+        score = float((profile.astype(np.float64) ** 2).sum())
+        if score > best + 1e-9 * abs(best):
+            best, angle = score, float(a)
+    return -angle
+
+
+def deskew(x: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """x turned so that lines tilted by `angle` degrees lie along the rows, on a canvas grown to hold
+    all of it; and the 2x3 affine map from x's pixels to the turned picture's."""
+    h, w = x.shape
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), -angle, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(h * cos + w * sin)))
+    matrix[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    return cv2.warpAffine(x, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0), matrix
 
 
 def straight_runs(m: np.ndarray, length: int, horizontal: bool) -> np.ndarray:
@@ -169,7 +221,8 @@ def find_structure(x: np.ndarray) -> Structure | None:
     width = 2 * int(max_thick) + 3
     # where two lines cross, each is a wide blob across the other's direction, which the top-hat
     # takes out of it: so both directions' ridges together are what a line must run straight through
-    thin = ridges(x, True, width) | ridges(x, False, width)
+    down = ridges(x, False, width)
+    thin = ridges(x, True, width) | down
     # candidates: a box's sides and top may be short; only where they frame a box do they count
     shortest = max(8, int(BOX_SIDE * w))
     wide = line_boxes(straight_runs(thin, shortest, True), thin, True, shortest, max_thick, SIDE_ASPECT)
@@ -181,20 +234,28 @@ def find_structure(x: np.ndarray) -> Structure | None:
     thick = wide | tall
     edge = 0.005 * w + 3
     framing = [r for r in wide if r[0] > edge or r[2] < w - edge]
-    closed = [c for c in tall if joins_two(c, framing, h)]
-    open_top = open_top_sides([c for c in tall if c not in closed], framing, h)
-    # a box's top or bottom is met by at least two sides drawn with its pen (a digit's stroke is thicker)
-    meeting = {r: [c for c in closed + open_top if meets(c, r, h) and same_pen(thick[c], thick[r])] for r in framing}
-    edges = [r for r in framing if len(meeting[r]) >= 2]
-    sides = [c for c in closed if joins_two(c, [r for r in edges if c in meeting[r]], h)]
-    sides += [c for c in open_top if any(c in meeting[r] for r in edges)]
-    sides = hidden_sides(sides, thin, h)
+    sides, edges = comb_sides(down, list(wide), thick)
+    if not sides:  # no row of closed boxes: single sides that meet two lines, or boxes open at the top
+        closed = [c for c in tall if joins_two(c, framing, h)]
+        open_top = open_top_sides([c for c in tall if c not in closed], framing, h)
+        # a box's top or bottom is met by at least two sides drawn with its pen (a digit's stroke is thicker)
+        meeting = {r: [c for c in closed + open_top if meets(c, r, h) and same_pen(thick[c], thick[r])]
+                   for r in framing}
+        edges = [r for r in framing if len(meeting[r]) >= 2]
+        sides = [c for c in closed if joins_two(c, [r for r in edges if c in meeting[r]], h)]
+        sides += [c for c in open_top if any(c in meeting[r] for r in edges)]
+    pen = float(np.median([thick[r] for r in edges])) if edges else 3.0
+    thick |= {c: pen for c in sides if c not in thick}  # a side placed by the comb's spacing: its lines' pen
     grid = [c for c in tall if c not in sides and free_standing(c, h) and c[3] - c[1] >= MIN_ASPECT * thick[c]]
     columns = sorted(sides + complete_grid(grid, thin, False))
     ruled = [r for r in wide if r not in edges and r[2] - r[0] >= max(LINE_SPAN * w, MIN_ASPECT * thick[r])]
     rows = [r for r in wide if (r in edges and any(meets(c, r, h) for c in sides))
             or (r[2] - r[0] >= MIN_ASPECT * thick[r] and underline(r, thick[r], x) and r not in ruled)]
     rows += complete_grid(ruled, thin, True)
+    if sides:
+        found = hidden_sides(sides, cells(sides, rows), thin)
+        thick |= {c: pen for c in found if c not in thick}
+        columns = sorted(found + [c for c in columns if c not in sides])
     if not rows and not columns:
         return None
     masks = []
@@ -204,6 +265,66 @@ def find_structure(x: np.ndarray) -> Structure | None:
             line_pixels(lines, thin, box, thick.get(box, 3.0), horizontal)
         masks.append(cv2.dilate(lines * 255, np.ones((3, 3), np.uint8)))  # and their soft edge
     return Structure(*masks, sorted(rows, key=lambda r: r[1]), columns)
+
+
+def comb_sides(down: np.ndarray, rows: list, thick: dict) -> tuple[list, list]:
+    """(sides, the lines they stand between) of rows of boxes closed at the top (a comb, or one box):
+    between each horizontal line and the nearest one below it that runs as far (80%), drawn with the
+    same pen, the columns where vertical ridges run SIDE_COVER of the way down (`grid_sides`)."""
+    sides, edges = [], []
+    rows = sorted(rows, key=lambda r: r[1])
+    for i, top in enumerate(rows):
+        for bottom in rows[i + 1:]:
+            left, right = max(top[0], bottom[0]), min(top[2], bottom[2])
+            # a row of boxes' top and bottom run the same length (a stroke of a digit does not)
+            if right - left < 0.8 * max(top[2] - top[0], bottom[2] - bottom[0]) or bottom[1] - top[3] < 8:
+                continue
+            if same_pen(thick[top], thick[bottom]):
+                found = grid_sides(down[top[3]:bottom[1]], left, right)
+                sides += [(a, top[1], b, bottom[3]) for a, b in found]
+                edges += [top, bottom] if found else []
+            break
+    return sides, edges
+
+
+def grid_sides(band: np.ndarray, left: int, right: int) -> list[tuple[int, int]]:
+    """The sides of a row of equal boxes in the band between its top and bottom lines (a vertical-ridge
+    mask, the lines' length from `left` to `right`), as (left, right) columns; [] where the band holds
+    no such row. A comb is n equal cells between its ends: of the n that make the cells 0.4-2.5 times
+    as wide as tall, the one that puts a side found on the most of its inner places, with at most
+    HIDDEN of them missing (a digit written over them), wins; a place without a side found gets one.
+    A digit's upright stroke between the places is no side."""
+    height = band.shape[0]
+    cover = (cv2.dilate(band, np.ones((1, 3), np.uint8)) > 0).mean(axis=0)
+    strong = np.flatnonzero(cover >= SIDE_COVER)
+    if strong.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(strong) > 1)
+    starts, ends = np.r_[strong[0], strong[breaks + 1]], np.r_[strong[breaks], strong[-1]]
+    runs = [(int(a), int(b) + 1) for a, b in zip(starts, ends, strict=True)]
+    reach = 0.25 * height
+    runs = [r for r in runs if left - reach <= (r[0] + r[1]) / 2 <= right + reach]
+    centres = np.array([(a + b) / 2 for a, b in runs])
+    if len(runs) < 2 or centres[0] > left + reach or centres[-1] < right - reach:
+        return []  # a row of boxes ends in sides where its lines end
+    first, last = centres[0], centres[-1]
+    best, best_found = None, -1
+    for n in range(1, int((last - first) / (0.4 * height)) + 1):
+        unit = (last - first) / n
+        if unit > 2.5 * height:
+            continue
+        places = first + unit * np.arange(n + 1)
+        near = [int(np.argmin(np.abs(centres - p))) for p in places]
+        found = [k if abs(centres[k] - p) <= 0.15 * unit else None for k, p in zip(near, places, strict=True)]
+        inner = sum(f is not None for f in found[1:-1])
+        if n > 1 and inner < (1 - HIDDEN) * (n - 1):
+            continue
+        if inner > best_found:
+            best, best_found = (places, found), inner
+    if best is None:
+        return []
+    places, found = best
+    return [runs[k] if k is not None else (int(p) - 1, int(p) + 2) for k, p in zip(found, places, strict=True)]
 
 
 def line_pixels(out: np.ndarray, thin: np.ndarray, box: tuple[int, int, int, int], thick: float,
@@ -229,26 +350,26 @@ def line_pixels(out: np.ndarray, thin: np.ndarray, box: tuple[int, int, int, int
     out[top:bottom, left:right] |= on.astype(out.dtype)
 
 
-def hidden_sides(sides: list, thin: np.ndarray, h: int) -> list:
+def hidden_sides(sides: list, fields: list, thin: np.ndarray) -> list:
     """A comb's sides, with those a digit written over hid from `line_boxes` (its stroke along the side
-    made the line look thick) found where the comb's equal cells say they stand: the column of most
-    ridge pixels within a fifth of a cell of that place, when it runs most of the cell's height."""
-    fields = cells(sides) if len(sides) >= 3 else []
+    made the line look thick) or that stand past the last side found, found where the comb's equal
+    cells (`fields`) say they stand: the column of most ridge pixels within a fifth of a cell of that
+    place, when it runs most of the cell's height."""
     if len(fields) < 2:
         return sides
     found = list(sides)
     for left, top, right, bottom in fields:
-        if any(abs(c[0] - right) <= 2 or abs(c[2] - right) <= 2 for c in sides):
-            continue  # a side that was found
-        reach = max(2, (right - left) // 5)
-        lo = max(0, right - reach)
-        window = thin[top:bottom, lo:right + reach]
-        counts = window.sum(axis=0)
-        if counts.size and counts.max() >= 0.6 * (bottom - top):
-            at = np.flatnonzero(counts >= 0.5 * counts.max())
-            best = int(np.argmax(counts))
-            at = at[np.abs(at - best) <= 3]
-            found.append((lo + int(at.min()), top, lo + int(at.max()) + 1, bottom))
+        for place in (left, right):
+            if any(c[0] - 2 <= place <= c[2] + 2 for c in found):
+                continue  # a side that was found
+            reach = max(2, (right - left) // 5)
+            lo = max(0, place - reach)
+            counts = thin[top:bottom, lo:place + reach].sum(axis=0)
+            if counts.size and counts.max() >= 0.6 * (bottom - top):
+                at = np.flatnonzero(counts >= 0.5 * counts.max())
+                best = int(np.argmax(counts))
+                at = at[np.abs(at - best) <= 3]
+                found.append((lo + int(at.min()), top, lo + int(at.max()) + 1, bottom))
     return sorted(found)
 
 

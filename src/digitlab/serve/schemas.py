@@ -86,8 +86,11 @@ class ReadDigit(BaseModel):
 class Reading(BaseModel):
     text: str = Field(description="the best reading, left to right (every digit's guess); in a row of printed "
                                   "boxes, an empty box between digits is a space")
-    status: Literal["ok", "unsure", "no digit"] = Field(description="ok only when every digit is")
+    status: Literal["ok", "unsure", "no digit"] = Field(description="ok only when every digit is and nothing "
+                                                                    "casts doubt on the number")
     confidence: float = Field(description="the product of the digits' confidences")
+    doubt: str | None = Field(None, description="why the number is unsure although each digit is sure (an empty "
+                                                "box inside it, boxes that do not hold all the writing)")
     digits: list[ReadDigit]
     model: str
 
