@@ -114,8 +114,31 @@ def test_light_falling_off_a_photo_of_a_number_invents_no_digits(mnist, model):
     samples = [form_sample(x, y, "photo_number", rng) for _ in range(20)]
     readings = [reader.read(data, model) for data, _ in samples]
     longer = [r for r, (_, truth) in zip(readings, samples, strict=True) if len(r.text) > len(truth)]
-    assert len(longer) <= 2  # measured 2 of 20 (one of them 'ok': see BENCHMARKS.md, a known miss)
-    assert np.mean([r.text == truth for r, (_, truth) in zip(readings, samples, strict=True)]) >= 0.6  # measured 0.6
+    # measured 2026-12-05: 2 of 20 longer, one of them "ok" (a wide 0 cut into a 6 and a 7: BENCHMARKS.md)
+    assert len(longer) <= 2
+    assert sum(r.status == "ok" for r in longer) <= 1
+    assert np.mean([r.text == truth for r, (_, truth) in zip(readings, samples, strict=True)]) >= 0.8  # measured 0.9
+
+
+def test_a_blob_cut_into_digits_that_read_almost_as_well_whole_is_unsure():
+    """How many digits a blob holds is uncertain too: where the readings with another count score
+    nearly as well, each cut piece's confidence says so."""
+    from digitlab.reader.recognize import Lattice, Piece, best_reading
+
+    def piece(label: int, p: float, width: float = 0.6) -> Piece:
+        probs = np.full(10, (1 - p) / 9)
+        probs[label] = p
+        return Piece(np.zeros((28, 28), np.uint8), (0, 0, 1, 1), width, probs)
+
+    close = Lattice(3, {(0, 2): piece(9, 0.97, 0.85), (0, 1): piece(0, 0.99), (1, 2): piece(1, 0.99)})
+    _, pieces = best_reading(close)
+    assert [int(p.probabilities.argmax()) for p in pieces] == [0, 1] and all(p.cut < 0.9 for p in pieces)
+    clear = Lattice(3, {(0, 2): piece(9, 0.3, 1.6), (0, 1): piece(0, 0.99), (1, 2): piece(1, 0.99)})
+    _, pieces = best_reading(clear)
+    assert all(p.cut > 0.99 for p in pieces)
+    whole = Lattice(3, {(0, 2): piece(9, 0.99, 0.8), (0, 1): piece(0, 0.6), (1, 2): piece(1, 0.6)})
+    _, pieces = best_reading(whole)
+    assert len(pieces) == 1 and pieces[0].cut == 1.0
 
 
 def test_a_low_confidence_answer_is_not_ok(model):

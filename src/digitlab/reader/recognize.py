@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -86,6 +86,9 @@ MAX_FILL, MAX_STROKE = 0.25, 3.6  # see looks_like_a_digit
 FIELD_SHARED = 0.3  # a blob with this share of its ink in each of two boxes is two digits touching
 FIELD_SPECK = 0.1  # in a printed box, a blob with less than this share of the largest one's ink is a speck
 FIELD_INK = 0.005  # ... and a box whose ink covers less than this share of it is empty (remnants of its lines)
+# a blob's readings' scores, as log-odds between digit counts, are this many times too timid (chosen
+# on the development seeds 7 and 77: 1 made every touching pair unsure, 16 let invented digits be sure)
+CUT_SHARPNESS = 4.0
 SURE = 0.9  # the default decision: a reading this confident is "ok", a less confident one "unsure" (see decide)
 
 
@@ -331,6 +334,7 @@ class Piece:
     box: tuple[int, int, int, int]  # left, top, right, bottom in working pixels
     width: float  # its width over its height (or the row's height when that is taller)
     probabilities: np.ndarray
+    cut: float = 1.0  # how sure the blob's cut into this many digits is (best_reading)
 
 
 @dataclass
@@ -377,17 +381,27 @@ def blob_lattice(ink: np.ndarray, origin: tuple[int, int], height: int, model, c
 
 def best_reading(lattice: Lattice, prior: Segmentation = SEGMENTATION) -> tuple[float, list[Piece]]:
     """(log-likelihood, pieces left to right) of the best reading of a blob: each piece scores the
-    log-probability of its label minus the digit cost and the width prior."""
+    log-probability of its label minus the digit cost and the width prior. Where the best reading cuts
+    the blob, how many digits it holds is itself uncertain: each piece's `cut` is the share the best
+    reading holds against the best readings with another number of digits (their scores as log-odds),
+    so a thick 9 cut into a 0 and a 1 that read almost as well as the 9 is not sure of either."""
     n = lattice.cuts
-    best: list[tuple[float, list]] = [(0.0, [])] + [(-math.inf, [])] * (n - 1)
+    best = [[(-math.inf, [])] * n for _ in range(n)]  # best[j][k]: the best reading up to cut j in k pieces
+    best[0][0] = (0.0, [])
     for (i, j), piece in sorted(lattice.pieces.items(), key=lambda kv: kv[0][1]):
         value = (math.log(float(piece.probabilities.max()) + 1e-12) - prior.digit
                  - prior.width * max(0.0, piece.width - prior.wide))
-        if best[i][0] + value > best[j][0]:
-            best[j] = (best[i][0] + value, best[i][1] + [piece])
-    if not best[-1][1]:
+        for k in range(n - 1):
+            if best[i][k][0] + value > best[j][k + 1][0]:
+                best[j][k + 1] = (best[i][k][0] + value, best[i][k][1] + [piece])
+    readings = [b for b in best[-1] if b[1]]
+    if not readings:
         return -50.0, []
-    return best[-1]
+    score, pieces = max(readings, key=lambda b: b[0])
+    if len(pieces) == 1:
+        return score, pieces  # one digit: whether it is one is the model's and the row's to say
+    share = 1.0 / sum(math.exp(CUT_SHARPNESS * (other - score)) for other, _ in readings)
+    return score, [replace(p, cut=share) for p in pieces]
 
 
 def read_blob(ink: np.ndarray, origin: tuple[int, int], height: int, model, config,
@@ -442,7 +456,7 @@ def read(image, model=None, min_confidence: float | None = None, config: Preproc
             total = best[start][0] + value
             if found and total > best[end][0]:
                 best[end] = (total, best[start][1] + found)
-    digits = [as_digit(piece.probabilities, piece.image, m.to_input(*piece.box), min_confidence)
+    digits = [as_digit(piece.probabilities, piece.image, m.to_input(*piece.box), min_confidence, piece.cut)
               for piece in best[-1][1]]
     # boxes found in part: more digits than boxes means some of their lines were read as digits
     doubt = "more digits than the printed boxes found: a box's side may be read as a 1" \
@@ -450,9 +464,12 @@ def read(image, model=None, min_confidence: float | None = None, config: Preproc
     return Reading(digits, doubt=doubt)
 
 
-def as_digit(p: np.ndarray, x28: np.ndarray, box: tuple[int, int, int, int], min_confidence: float | None) -> Digit:
-    """One digit of a number, from the model's probabilities for it and the box in input pixels."""
-    confidence = float(p.max())
+def as_digit(p: np.ndarray, x28: np.ndarray, box: tuple[int, int, int, int], min_confidence: float | None,
+             cut: float = 1.0) -> Digit:
+    """One digit of a number, from the model's probabilities for it, how sure its blob's cut into
+    digits is, and the box in input pixels. Its confidence is the chance that it is read right: its
+    label's probability times its cut's."""
+    confidence = float(p.max()) * cut
     return Digit(int(p.argmax()), confidence, decide(confidence, min_confidence), box, [float(v) for v in p], x28)
 
 

@@ -53,6 +53,7 @@ MAX_SKEW = 3.0  # degrees a photographed form may be turned (skew); a larger tur
 SKEW_STEP = 0.25  # ... in steps of this many degrees: at SKEW_WORK px, under a pixel of drift
 SKEW_WORK = 256  # the long side (px) the skew is measured at
 SMALL = 256  # the long side (px) the cheap test looks at (a canvas is read smaller than this)
+BOX_PEN = 0.08  # a box's lines are at most this share of its height thick (printed forms: 1-5%)
 SIDE_COVER = 0.75  # a comb's side has vertical ridge along this share of the height between its lines
 HIDDEN = 0.4  # ... and up to this share of its inner sides may be hidden under the digits written over them
 COMB_SIDE = 0.15  # the sides of a box open at the top are at least this share of the picture's height
@@ -279,7 +280,8 @@ def comb_sides(down: np.ndarray, rows: list, thick: dict) -> tuple[list, list]:
             # a row of boxes' top and bottom run the same length (a stroke of a digit does not)
             if right - left < 0.8 * max(top[2] - top[0], bottom[2] - bottom[0]) or bottom[1] - top[3] < 8:
                 continue
-            if same_pen(thick[top], thick[bottom]):
+            # printed with one thin pen: a digit's strokes (a 0's top and bottom) are thick for its size
+            if same_pen(thick[top], thick[bottom]) and max(thick[top], thick[bottom]) <= BOX_PEN * (bottom[1] - top[3]):
                 found = grid_sides(down[top[3]:bottom[1]], left, right)
                 sides += [(a, top[1], b, bottom[3]) for a, b in found]
                 edges += [top, bottom] if found else []

@@ -189,6 +189,7 @@ def _schema():
     return pa.schema([
         ("file", pa.string()), ("shard", pa.string()), ("label", pa.int64()), ("confidence", pa.float64()),
         ("status", pa.string()), ("probabilities", pa.list_(pa.float64())), ("box", box), ("text", pa.string()),
+        ("doubt", pa.string()),
         ("digits", pa.list_(pa.struct([("label", pa.int64()), ("confidence", pa.float64()), ("box", box)]))),
         ("hint", pa.string()), ("error", pa.string()),
         ("json", pa.string()),  # the record exactly as `digitlab predict --json` prints it
