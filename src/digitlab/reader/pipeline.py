@@ -142,7 +142,8 @@ def structure_step(x: np.ndarray, c: PreprocessConfig) -> tuple[np.ndarray, Stru
     returned as it is."""
     if not c.remove_lines or min(x.shape) < 16 or not might_have_lines(x):
         return x, None, None
-    angle = skew(x)
+    # lines straight along the pixel rows (a scan, a canvas, a digit's own bar) need no turning
+    angle = 0.0 if might_have_lines(x, tilt=0.0) else skew(x)
     turned, turn = deskew(x, angle) if abs(angle) >= MIN_SKEW else (x, None)
     clean, structure = remove_structure(turned)
     if structure is None:

@@ -50,8 +50,8 @@ RIDGE = 5  # a line's pixels are at least this much brighter (of 255) than the i
 JOIN = 0.02  # a vertical's end within this share of the height of a horizontal line joins it (a box's corner)
 BOX_SIDE = 0.2  # the top or bottom of a box is at least this share of the picture's width
 MAX_SKEW = 3.0  # degrees a photographed form may be turned (skew); a larger turn is not looked for
-SKEW_STEP = 0.25  # ... in steps of this many degrees: at SKEW_WORK px, under a pixel of drift
-SKEW_WORK = 256  # the long side (px) the skew is measured at
+SKEW_STEP = 0.25  # ... to this many degrees: at SKEW_WORK px, under a pixel of drift
+SKEW_WORK = 160  # the long side (px) the skew is measured at
 SMALL = 256  # the long side (px) the cheap test looks at (a canvas is read smaller than this)
 BOX_PEN = 0.08  # a box's lines are at most this share of its height thick (printed forms: 1-5%)
 SIDE_COVER = 0.75  # a comb's side has vertical ridge along this share of the height between its lines
@@ -131,18 +131,31 @@ def small_mask(x: np.ndarray) -> np.ndarray:
     return (cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
 
 
-def might_have_lines(x: np.ndarray) -> bool:
+def might_have_lines(x: np.ndarray, tilt: float = MAX_SKEW) -> bool:
     """Cheap test: does any band of rows have ink in 0.8 x LINE_SPAN of its columns, or any band of
-    columns in most of its rows? The band is as wide as a line tilted by MAX_SKEW drifts across the
-    picture. A picture of a digit alone has no such band unless the digit fills the frame, which the
-    full test then rejects. A band counts the columns (rows) where it has ink, not its ink pixels, so
-    that a thick stroke is not taken for a long line."""
+    columns in most of its rows, counting only ink as thin as a printed line can be (THIN)? The band is
+    as wide as a line tilted by `tilt` degrees drifts across the picture (at least TILT px). A picture
+    of a digit alone has no such band unless the digit fills the frame, which the full test then
+    rejects. A band counts the columns (rows) where it has ink, not its ink pixels, so that a thick
+    stroke is not taken for a long line; the thin ink is looked at only where all ink passes."""
     m = small_mask(x)
-    h, w = m.shape
-    drift = np.tan(np.radians(MAX_SKEW))
-    band_rows, band_cols = 1 + 2 * int(np.ceil(w * drift / 2)), 1 + 2 * int(np.ceil(h * drift / 2))
-    rows = cv2.reduce(cv2.dilate(m, np.ones((band_rows, 1), np.uint8)), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
-    cols = cv2.reduce(cv2.dilate(m, np.ones((1, band_cols), np.uint8)), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
+    if not long_band(m, m, tilt):
+        return False
+    # only ink as thin as a printed line can be: the bar of a big, bold 7 is no line
+    width = int(THIN * min(m.shape)) + 3
+    across = cv2.morphologyEx(m, cv2.MORPH_TOPHAT, np.ones((width, 1), np.uint8))
+    down = cv2.morphologyEx(m, cv2.MORPH_TOPHAT, np.ones((1, width), np.uint8))
+    return long_band(across, down, tilt)
+
+
+def long_band(across: np.ndarray, down: np.ndarray, tilt: float) -> bool:
+    """might_have_lines' projections: a band of rows of `across` or of columns of `down` (0/1 masks)."""
+    h, w = across.shape
+    drift = np.tan(np.radians(tilt))
+    band_rows = max(TILT, 1 + 2 * int(np.ceil(w * drift / 2)))
+    band_cols = max(TILT, 1 + 2 * int(np.ceil(h * drift / 2)))
+    rows = cv2.reduce(cv2.dilate(across, np.ones((band_rows, 1), np.uint8)), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
+    cols = cv2.reduce(cv2.dilate(down, np.ones((1, band_cols), np.uint8)), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
     # a box's sides or a comb's need a horizontal line too: only a free-standing vertical is looked for alone
     return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= 0.8 * 0.9 * h)
 
@@ -150,20 +163,21 @@ def might_have_lines(x: np.ndarray) -> bool:
 def skew(x: np.ndarray) -> float:
     """The angle (degrees, counter-clockwise) by which the picture's long horizontal lines are tilted,
     within MAX_SKEW: the rotation under which its thin horizontal ridges pile up in the fewest rows
-    (their row profile is sharpest). A photo of a form is rarely square to the camera; the rules that
-    follow want its lines along the pixel rows."""
+    (their row profile is sharpest), tried every degree and then every SKEW_STEP around the best. A
+    photo of a form is rarely square to the camera; the rules that follow want its lines along the
+    pixel rows."""
     f = min(1.0, SKEW_WORK / max(x.shape))
     small = cv2.resize(x, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else x
     h, w = small.shape
     thin = ridges(small, True, 2 * int(THIN * min(h, w) + 2) + 3).astype(np.float32)
-    best, angle = -1.0, 0.0
-    for a in np.arange(-MAX_SKEW, MAX_SKEW + 1e-9, SKEW_STEP):
-        turned = cv2.warpAffine(thin, cv2.getRotationMatrix2D((w / 2, h / 2), float(a), 1.0), (w, h))
-        profile = cv2.reduce(turned, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
-        score = float((profile.astype(np.float64) ** 2).sum())
-        if score > best + 1e-9 * abs(best):
-            best, angle = score, float(a)
-    return -angle
+
+    def sharpness(angle: float) -> float:
+        turned = cv2.warpAffine(thin, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), (w, h))
+        return float((cv2.reduce(turned, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).astype(np.float64) ** 2).sum())
+
+    coarse = max(np.arange(-MAX_SKEW, MAX_SKEW + 1e-9, 1.0), key=sharpness)
+    fine = max(coarse + np.arange(-2, 3) * SKEW_STEP, key=sharpness)
+    return -float(fine)
 
 
 def deskew(x: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
