@@ -39,6 +39,8 @@ from digitlab.errors import ModelError
 LINE_MODEL = Path(__file__).resolve().parent / "assets" / "line-model.onnx"  # the learned line finder
 SIDE = 96  # it reads an ink map scaled to this many pixels on its short side
 LINE_SPAN = 0.6  # a free-standing line spans at least this share of the picture's width (or height)
+UPRIGHT_SPAN = 0.85  # ... and an upright one alone (a margin, squared paper's) this share of its height, by the
+# cheap test: a digit drawn on a canvas spans up to about 0.75 of it
 MIN_ASPECT = 15.0  # ... and is at least this many times longer than thick
 SIDE_ASPECT = 6.0  # a box's side, shorter, at least this many times (it must also meet the box's top and bottom)
 THIN = 0.06  # ... and at most this share of the picture's short side thick
@@ -157,7 +159,7 @@ def long_band(across: np.ndarray, down: np.ndarray, tilt: float) -> bool:
     rows = cv2.reduce(cv2.dilate(across, np.ones((band_rows, 1), np.uint8)), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
     cols = cv2.reduce(cv2.dilate(down, np.ones((1, band_cols), np.uint8)), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
     # a box's sides or a comb's need a horizontal line too: only a free-standing vertical is looked for alone
-    return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= 0.8 * 0.9 * h)
+    return bool(rows.max(initial=0) >= 0.8 * LINE_SPAN * w or cols.max(initial=0) >= UPRIGHT_SPAN * h)
 
 
 def skew(x: np.ndarray) -> float:
