@@ -70,7 +70,7 @@ def predict_to_parquet(args: argparse.Namespace, options: PredictOptions) -> int
         if started:
             engines.stop_ray()
     took = time.perf_counter() - t0
-    rate = f", {now / took:,.0f} images/s" if now and took > 0 else ""
+    rate = f", {now / took:,.{0 if now >= 10 * took else 1}f} images/s" if now and took > 0 else ""
     print(f"digitlab: {args.out}: {total:,} inputs in {len(shards):,} shards ({now:,} read now with the {engine} "
           f"engine{rate}; {total - now:,} earlier), {failed:,} failed now", file=sys.stderr)
     return 1 if failed else 0

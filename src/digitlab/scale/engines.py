@@ -111,6 +111,17 @@ class RayReader:
                 "json": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
+def reader_for(options: PredictOptions) -> type:
+    """RayReader with its options built in: constructor arguments would travel through the object
+    store, which Ray warns makes an actor's restart fragile."""
+
+    class BoundReader(RayReader):
+        def __init__(self) -> None:
+            super().__init__(options)
+
+    return BoundReader
+
+
 def read_row_group(item: dict) -> list[dict]:
     """A read task: one row group of a Parquet shard -> its rows, as RayReader takes them."""
     shard = Shard(key=item["shard"], name=item["name"], path=item["path"], key_column=item["key_column"],
@@ -177,10 +188,8 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
 
     _quiet_ray_data()
     size = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    compute = {"batch_size": CHUNK, "compute": ActorPoolStrategy(size=size), "num_cpus": ACTOR_CPUS,
-               "batch_format": "numpy"}
     by_key = {s.key: s for s in shards}
-    datasets = []
+    datasets, blocks = [], 0
     files = [{"shard": s.key, "n": n, "file": name, "path": path, "error": error, "image": b""}
              for s in shards if not s.path for n, (name, path, error) in enumerate(s.files)]
     if files:  # names only travel through the object store; the actors read the images
@@ -193,13 +202,16 @@ def ray_engine(shards: list[Shard], options: PredictOptions, jobs: int = 0, tick
     if groups:
         units = ray.data.from_items(groups, override_num_blocks=len(groups))
         datasets.append(units.flat_map(read_row_group, num_cpus=READ_TASK_CPUS))
+        blocks += len(groups)
     for s in shards:
         if not s.count:  # an empty Parquet shard: nothing will come back for it
             yield s, []
     if not datasets:
         return
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    ds = ds.map_batches(RayReader, fn_constructor_kwargs={"options": options}, **compute)
+    size = min(size, blocks)  # no more actors than pieces of input to give them
+    ds = ds.map_batches(reader_for(options), batch_size=CHUNK, compute=ActorPoolStrategy(size=size),
+                        num_cpus=ACTOR_CPUS, batch_format="numpy")
     waiting: dict[str, list[tuple[int, dict]]] = {s.key: [] for s in shards if s.count}
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
