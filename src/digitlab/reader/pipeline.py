@@ -52,7 +52,7 @@ from .preprocess import (
 from .structure import Structure, deskew, might_have_lines, remove_structure, skew
 
 PIPELINE_VERSION = 2  # 1: no structure step (models bundled up to 2026-11-26); 2: printed lines removed
-MIN_SKEW = 0.5  # degrees: a form turned less than this is read as it is (the line rules allow ~1 degree)
+MIN_SKEW = 1.0  # degrees: a form turned less than this is read as it is (the line rules allow about 1 degree)
 FRAME_ASPECTS = (0.7, 0.45)  # a frame-filling digit's width is tried at these shares (see narrower_views)
 
 
@@ -142,8 +142,7 @@ def structure_step(x: np.ndarray, c: PreprocessConfig) -> tuple[np.ndarray, Stru
     returned as it is."""
     if not c.remove_lines or min(x.shape) < 16 or not might_have_lines(x):
         return x, None, None
-    # lines straight along the pixel rows (a scan, a canvas, a digit's own bar) need no turning
-    angle = 0.0 if might_have_lines(x, tilt=0.0) else skew(x)
+    angle = skew(x)
     turned, turn = deskew(x, angle) if abs(angle) >= MIN_SKEW else (x, None)
     clean, structure = remove_structure(turned)
     if structure is None:

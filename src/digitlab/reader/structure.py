@@ -56,6 +56,7 @@ SKEW_STEP = 0.25  # ... to this many degrees: at SKEW_WORK px, under a pixel of 
 SKEW_WORK = 160  # the long side (px) the skew is measured at
 SMALL = 256  # the long side (px) the cheap test looks at (a canvas is read smaller than this)
 BOX_PEN = 0.08  # a box's lines are at most this share of its height thick (printed forms: 1-5%)
+OPEN_SIDE = 0.06  # sides open at the top are looked for in a band this share of the picture's height above their line
 SIDE_COVER = 0.75  # a comb's side has vertical ridge along this share of the height between its lines
 HIDDEN = 0.4  # ... and up to this share of its inner sides may be hidden under the digits written over them
 COMB_SIDE = 0.15  # the sides of a box open at the top are at least this share of the picture's height
@@ -302,7 +303,32 @@ def comb_sides(down: np.ndarray, rows: list, thick: dict) -> tuple[list, list]:
                 sides += [(a, top[1], b, bottom[3]) for a, b in found]
                 edges += [top, bottom] if found else []
             break
+    if sides:
+        return sides, edges
+    # boxes open at the top: sides standing on a line, seen in a short band just above it
+    for line in rows:
+        rise = max(5, int(OPEN_SIDE * down.shape[0]))
+        if line[1] < rise:
+            continue
+        found = grid_sides(down[line[1] - rise:line[1]], line[0], line[2])
+        if len(found) >= 3:  # two sides alone on a line are as likely two strokes touching it
+            sides += [(a, side_top(down, a, b, line[1]), b, line[3]) for a, b in found]
+            edges.append(line)
     return sides, edges
+
+
+def side_top(down: np.ndarray, left: int, right: int, foot: int) -> int:
+    """How far up a side standing on a line at row `foot` runs: the first row above it, allowing gaps of
+    two rows (a dashed or faint line), where columns left..right hold no vertical ridge."""
+    column = down[:foot, max(0, left - 1):right + 1].any(axis=1)
+    top, gap = foot, 0
+    for y in range(foot - 1, -1, -1):
+        gap = 0 if column[y] else gap + 1
+        if gap > 2:
+            break
+        if column[y]:
+            top = y
+    return top
 
 
 def grid_sides(band: np.ndarray, left: int, right: int) -> list[tuple[int, int]]:
