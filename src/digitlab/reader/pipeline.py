@@ -5,7 +5,8 @@
 - decode (`image.load`): any file, bytes, PIL image or array -> grey (+ alpha) at a bounded size;
 - page (`page_step`): polarity (ink made bright), lighting (uneven paper divided out), contrast (paper
   to 0, ink core to 255): the crafts are in `preprocess`;
-- structure (`structure.remove_structure`): printed lines taken out, a comb's boxes found;
+- structure (`structure_step`): a form photographed at an angle turned square (`structure.skew`), its
+  printed lines taken out and a comb's boxes found (`structure.remove_structure`);
 - find: the digit's ink (`find_step`: the largest blob and those near it), or a row's digits
   (`recognize.read`: blobs, cuts between touching digits, or a comb's boxes);
 - normalize (`preprocess.normalize_digit`): one digit's ink -> MNIST's 28x28;
