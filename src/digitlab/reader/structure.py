@@ -16,8 +16,11 @@ stroke in three ways the rules rely on, none of them a colour:
 - it is thin for its length: at least MIN_ASPECT times longer than thick, and at most THIN of the
   picture's short side thick (the bar of a 7 that fills a 16x16 scan is neither).
 Ruled and squared paper's lines are evenly spaced, and a comb's boxes equally wide: a line a digit
-hides is found where the others say it is. A picture with no long run of ink in any row or column
-costs two projections (`might_have_lines`) and nothing more.
+hides is found where the others say it is, and a comb is the equal cells between its ends that
+explain most of the sides found (`grid_sides`). A photographed form is rarely square to the camera:
+`skew` measures how far its lines are turned and `deskew` turns them back before the rules run. A
+picture with no long, thin run of ink in any band of rows or columns costs two projections
+(`might_have_lines`) and nothing more.
 
     clean, structure = remove_structure(ink)   # uint8 ink map (paper 0) -> same without the lines
     structure.fields                           # boxes of a comb / box, (left, top, right, bottom)
