@@ -153,7 +153,9 @@ def start_ray(address: str | None, cpus: int = 0) -> bool:
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=cpus or usable_cpus(), object_store_memory=OBJECT_STORE_MB * 1024 * 1024, **quiet)
+            # "local": a Ray of our own, even where another one runs on this machine (ray.init would join it)
+            ray.init(address="local", num_cpus=cpus or usable_cpus(),
+                     object_store_memory=OBJECT_STORE_MB * 1024 * 1024, **quiet)
     except Exception as e:  # Ray raises bare Exceptions too (a node that timed out during startup)
         ray.shutdown()  # the processes a half-done start left behind
         raise DigitlabError(f"Ray: cannot {'connect to ' + address if address else 'start'} "
