@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from serve_util import REPO, Server, canvas, png
+from serve_util import REPO, Server, canvas, png, write_model
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
@@ -229,3 +229,25 @@ def test_fits_a_phone_screen_and_drawing_does_not_scroll(browser_page):
     finally:
         page.click('[data-testid="clear"]')
         page.set_viewport_size({"width": 1280, "height": 720})
+
+
+def test_a_persons_pad_reads_with_their_model_and_tags_their_corrections(browser_page):
+    """/?user=ana&model=alice: the pad asks `?model=alice` (a model of --models DIR that reads d as d + 1)
+    and its corrections say user ana."""
+    page, server, tmp = browser_page
+    folder = tmp / "models"
+    write_model(folder / "alice" / "model.onnx", shift=1)
+    db = tmp / "ana.sqlite3"
+    with Server("--models", str(folder), "--feedback-db", str(db), "--workers", "1") as other:
+        try:
+            page.goto(other.url + "/?user=ana&model=alice")
+            draw(page, seven(200))
+            answer_is(page, "8")  # alice's model answered, not the bundled one
+            page.fill('[data-testid="correction-input"]', "7")
+            page.keyboard.press("Enter")
+            page.wait_for_function("document.querySelector('[data-testid=\"correction-status\"]').textContent === "
+                                   "'thanks, saved'", timeout=10000)
+            assert sqlite3.connect(db).execute("SELECT label, predicted, user FROM feedback").fetchall() == \
+                [(7, 8, "ana")]
+        finally:
+            page.goto(server.url + "/")

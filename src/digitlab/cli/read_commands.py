@@ -383,12 +383,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from digitlab.serve import ServeConfig, run
 
     for name in ("workers", "max_batch", "max_concurrent", "max_body_mb", "max_megapixels", "timeout",
-                 "header_timeout", "feedback_per_minute", "feedback_max_mb"):
+                 "header_timeout", "feedback_per_minute", "feedback_max_mb", "models_cache"):
         if getattr(args, name) <= 0:
             raise DigitlabError(f"--{name.replace('_', '-')} must be positive")
     if args.batch_wait_ms < 0:
         raise DigitlabError("--batch-wait-ms must be 0 or more")
-    config = ServeConfig(model=args.model, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+    if args.models and not Path(args.models).is_dir():
+        raise DigitlabError(f"--models {args.models}: not a folder (it holds exported models: NAME.onnx or "
+                            "NAME/model.onnx)")
+    config = ServeConfig(model=args.model, models=args.models, models_cache=args.models_cache,
+                         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                          max_pixels=int(args.max_megapixels * 1_000_000), max_batch=args.max_batch,
                          max_concurrent=args.max_concurrent, request_timeout=args.timeout,
                          header_timeout=args.header_timeout,
@@ -430,6 +434,11 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
+    p.add_argument("--models", metavar="DIR", help="also serve every exported model in DIR (NAME.onnx or "
+                   "NAME/model.onnx, as `digitlab finetune --out DIR/NAME` writes); a request picks one with "
+                   "?model=NAME")
+    p.add_argument("--models-cache", type=int, default=d.models_cache,
+                   help="at most this many of DIR's models loaded at once per worker (they load on first use)")
     p.add_argument("--workers", type=int, default=cores,
                    help=f"worker processes, each loading the model once (default: one per core, here {cores})")
     p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 1024 / 1024, help="request body limit")
@@ -450,7 +459,8 @@ def add_serve_commands(commands) -> None:
                    help="corrections a minute per client address, per worker (beyond: 429)")
     p.add_argument("--feedback-max-mb", type=float, default=d.feedback_max_mb,
                    help="size limit of the corrections database (beyond: 507)")
-    p.add_argument("--watch", action="store_true", help="reload the model when its file changes")
+    p.add_argument("--watch", action="store_true", help="reload the model when its file changes; find new and "
+                   "replaced models in --models DIR")
     p.add_argument("--reload-token", help="secret for POST /v1/model/reload (default: none; loopback clients only)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="uvicorn's log level")

@@ -4,7 +4,10 @@
     POST /v1/read           a number    -> {text, digits: [{label, confidence, box}], model}
     POST /v1/predict/batch  several "image" fields -> {results: [...], model}
     POST /v1/feedback       a correction (image + right label) -> its 28x28 and a small crop, in SQLite
-    GET  /v1/model, POST /v1/model/reload, GET /healthz, /readyz, /metrics, /docs, /openapi.json
+    GET  /v1/model, /v1/models, POST /v1/model/reload, GET /healthz, /readyz, /metrics, /docs, /openapi.json
+
+With --models DIR, every exported model in DIR answers too: `?model=NAME` on the reading routes
+(`serve.models`: loaded lazily, a bounded cache, --watch finds new and replaced files).
 
 Images come as a multipart field `image`, raw bytes with an image content type, or JSON
 {"image": base64 or data URL} / {"pixels": 28x28}. Every refusal is a 4xx {"error", "detail"}.
@@ -49,8 +52,11 @@ def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: in
     import uvicorn
 
     from digitlab.serve.app import load_model
+    from digitlab.serve.models import ModelFolder
 
     load_model(cfg.model)
+    # the folder is checked here too; its models load in each worker on their first request
+    folder = ModelFolder(cfg.models, cfg.models_cache) if cfg.models else None
     os.environ[ENV] = cfg.to_env()  # uvicorn's worker processes (and the protocol) read it
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,6 +65,10 @@ def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: in
     options = uvicorn_options(cfg) | {"log_level": log_level}
     announce(f"digitlab: serving the drawing pad on http://{host}:{port}/ and the API on /v1/predict, "
              f"/v1/read (docs: /docs), {workers} worker{'s' if workers > 1 else ''}")
+    if folder is not None:
+        names = folder.names()
+        announce(f"digitlab: {len(names)} more model{'s' if len(names) != 1 else ''} in {cfg.models} "
+                 f"(?model=NAME): {', '.join(names[:10]) or 'none yet'}{' ...' if len(names) > 10 else ''}")
     if workers > 1:
         os.environ[SUPERVISOR] = str(os.getpid())  # a worker that outlives this process stops (app.die_with_parent)
         sock.close()  # uvicorn binds the port itself and shares it between its worker processes

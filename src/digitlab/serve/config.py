@@ -26,6 +26,8 @@ def default_feedback_db() -> str:
 @dataclass(frozen=True)
 class ServeConfig:
     model: str | None = None  # an ONNX file; None serves the bundled model
+    models: str | None = None  # a folder of more exported models, chosen per request with ?model=NAME
+    models_cache: int = 8  # of those, at most this many loaded at once (least recently used dropped)
     max_body_bytes: int = 10 * 1024 * 1024  # whole request body, checked while it streams in; also the
     # image file's limit (an image cannot be larger than the body that carries it)
     max_pixels: int = 40_000_000  # width x height from the image header, checked before decoding
@@ -35,7 +37,8 @@ class ServeConfig:
     request_timeout: float = 10.0  # seconds from the request line to the answer (slow bodies get 408)
     header_timeout: float = 5.0  # seconds to send the request headers (slowloris clients are cut off)
     feedback_db: str = dataclasses.field(default_factory=default_feedback_db)
-    watch: bool = False  # reload the model when its file changes (each worker checks once a second)
+    watch: bool = False  # reload the model when its file changes, find new and replaced models in
+    # the models folder (each worker checks once a second)
     reload_token: str | None = None  # POST /v1/model/reload needs "Authorization: Bearer <token>";
     # without a token only loopback clients may reload
     batch_wait_ms: float = 1.5  # how long the first request at the network waits for others (micro-batching)

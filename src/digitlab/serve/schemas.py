@@ -64,7 +64,7 @@ class Prediction(BaseModel):
     status: Literal["ok", "no digit", "not a digit", "unsure"] | str
     guess: int | None = Field(None, description="the most likely digit, also when label is null (where the reader "
                                                 "gives it)")
-    model: str = Field(description="name@sha256-prefix of the model that answered")
+    model: str = Field(description="name@sha256-prefix of the model that answered (the name: ?model=)")
     hint: str | None = Field(None, description="present when the picture looks like several digits: read it with "
                                                "POST /v1/read instead")
     image: str | None = Field(None, description="the 28x28 the model saw, a PNG data URL (with ?include_image=true)")
@@ -110,6 +110,19 @@ class ModelCard(BaseModel):
     sha256: str
     loaded_at: float
     card: dict
+
+
+class ModelEntry(BaseModel):
+    name: str = Field(description="what ?model= takes")
+    default: bool = Field(description="the model that answers when a request names none")
+    loaded: bool = Field(description="in memory now (the others load on their first request)")
+    model: str | None = Field(description="name@sha256-prefix of the loaded file, as answers name it; null "
+                                          "until loaded")
+
+
+class ModelList(BaseModel):
+    models: list[ModelEntry]
+    cache_size: int = Field(description="at most this many of the folder's models are loaded at once")
 
 
 class Health(BaseModel):

@@ -1,5 +1,6 @@
-"""What one worker process holds: the settings, the model (with its micro-batcher), the thread pool
-that reads images off the event loop, the corrections database and the per-client rate limit.
+"""What one worker process holds: the settings, the model (with its micro-batcher), the folder of other
+people's models (`serve.models`, with --models), the thread pool that reads images off the event loop,
+the corrections database and the per-client rate limit.
 
 One `Service` per app (`app.state.service`), reached by the routes through dependencies
 (`serve.api.deps`): nothing here is module-level state.
@@ -8,50 +9,23 @@ One `Service` per app (`app.state.service`), reached by the routes through depen
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab import reader
 from digitlab.serve import feedback
-from digitlab.serve.batching import MicroBatcher
 from digitlab.serve.config import ServeConfig
 from digitlab.serve.errors import ApiError
 from digitlab.serve.metrics import Metrics
+from digitlab.serve.models import Loaded, ModelFolder, load_model
+
+__all__ = ["Loaded", "RateLimit", "Service", "load_model"]
 
 log = logging.getLogger("digitlab.serve")
-
-
-@dataclass(frozen=True)
-class Loaded:
-    model: object
-    name: str  # "<file stem>@<sha256 prefix>": says exactly which file answered
-    path: Path
-    sha256: str
-    loaded_at: float
-    stamp: tuple[int, int]  # (mtime_ns, size) of the file, for the file watch
-    batch_wait: float = 0.0015  # seconds the first request at the network waits for others
-    batcher: MicroBatcher = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # one batcher per loaded model: after a reload, requests in flight finish in the old one's batches
-        object.__setattr__(self, "batcher", MicroBatcher(self.model, self.batch_wait))
-
-
-def load_model(path: str | os.PathLike | None, batch_wait: float = 0.0015) -> Loaded:
-    """Loads an ONNX model (None: the bundled one) with its card. Raises digitlab's ModelError."""
-    p = Path(path) if path else Path(reader.BUNDLED)
-    model = reader.OnnxModel(p)  # a fresh instance: a reload must not reuse a cached one
-    stat = p.stat()
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    return Loaded(model, f"{p.stem}@{digest[:12]}", p, digest, time.time(), (stat.st_mtime_ns, stat.st_size),
-                  batch_wait)
 
 
 class RateLimit:
@@ -82,6 +56,10 @@ class Service:
         self.cfg = cfg
         self.loaded: Loaded | None = None
         self.load_error: str | None = None
+        # the folder's models never take the default model's name: ?model=<that name> is always the default
+        default = Path(cfg.model).stem if cfg.model else Path(reader.BUNDLED).stem
+        self.models = ModelFolder(cfg.models, cfg.models_cache, cfg.batch_wait_ms / 1000,
+                                  reserved=(default, "default")) if cfg.models else None
         self.pool: ThreadPoolExecutor | None = None
         self.pending = 0  # pool tasks submitted and not finished (event-loop thread only)
         self.local = threading.local()  # one SQLite connection per pool thread
@@ -94,6 +72,18 @@ class Service:
             detail = f"model failed to load: {self.load_error}" if self.load_error else "the model is loading"
             raise ApiError(503, "not_ready", detail)
         return self.loaded
+
+    async def named(self, name: str | None) -> Loaded:
+        """The model a request asked for with ?model=NAME (None, "default" or the default's own name: the
+        default model). A folder model not in the cache is loaded in a thread, never on the event loop."""
+        default = self.current()
+        if name is None or name == "default" or name == default.name.partition("@")[0]:
+            return default
+        if self.models is None:
+            raise ApiError(404, "unknown_model", f"no model named {name!r}: this service serves one model, "
+                           f"{default.name.partition('@')[0]!r} (start it with --models DIR to serve more)")
+        return self.models.cached(name) or await asyncio.get_running_loop().run_in_executor(
+            None, self.models.get, name)
 
     async def run(self, fn, *args):
         """fn(*args) in the bounded pool. Waiting requests beyond `max_waiting` get 503 at once; a
@@ -123,9 +113,12 @@ class Service:
             log.error("model failed to load: %s", e)
 
     async def watch(self) -> None:
-        """The file watch: reload when the model file's mtime or size changes (checked once a second)."""
+        """The file watch, once a second: reload the model when its file's mtime or size changes; find new,
+        removed and replaced files in the models folder."""
         while True:
             await asyncio.sleep(1.0)
+            if self.models is not None:
+                await self.rescan()
             if self.loaded is None:
                 continue
             try:
@@ -134,6 +127,16 @@ class Service:
                     await self.reload()
             except Exception as e:  # noqa: BLE001 - a half-copied file: keep serving the old model, retry later
                 log.warning("model reload failed, still serving %s: %s", self.loaded.name, e)
+
+    async def rescan(self) -> None:
+        """The models folder read again, and its replaced models that are loaded loaded again (in a thread)."""
+        loop = asyncio.get_running_loop()
+        try:
+            stale = await loop.run_in_executor(None, self.models.scan)
+            for name in stale:
+                await loop.run_in_executor(None, self.models.reload, name)
+        except OSError as e:  # the folder itself gone or unreadable for a moment: try again next time
+            log.warning("models folder %s: %s", self.models.folder, e)
 
     def db(self):
         """This pool thread's connection to the corrections database (sqlite3 connections are per thread)."""

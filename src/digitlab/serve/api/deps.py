@@ -20,10 +20,16 @@ async def get_settings(service: Annotated[Service, Depends(get_service)]) -> Ser
     return service.cfg
 
 
-async def current_model(service: Annotated[Service, Depends(get_service)]) -> Loaded:
-    """The model this request is answered with, taken once at its start: a reload swaps the service's
-    reference, so a request in flight finishes on the model it started with. 503 until one is loaded."""
-    return service.current()
+ModelName = Annotated[str | None, Query(alias="model", max_length=100, description=(
+    "the model to answer with: a name of GET /v1/models (`digitlab serve --models DIR`); default: the "
+    "service's own model"))]
+
+
+async def current_model(service: Annotated[Service, Depends(get_service)], model: ModelName = None) -> Loaded:
+    """The model this request is answered with (?model=NAME, else the service's own), taken once at its
+    start: a reload swaps the service's reference, so a request in flight finishes on the model it
+    started with. 503 until the service's model is loaded; 404 for a name it does not serve."""
+    return await service.named(model)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

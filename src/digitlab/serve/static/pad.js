@@ -5,6 +5,11 @@ const pad = $("pad"), ctx = pad.getContext("2d"), overlay = $("overlay"), octx =
 const multi = $("multi"), pen = $("pen");
 let strokes = [], current = null, photo = null;  // photo: {file, image, x, y, scale} drawn under the strokes
 let timer = null, seq = 0, last = null;          // last: {mode, body, blob, source} of the latest answer
+// The page's own ?user=NAME tags the corrections sent from it (default "pad") and ?model=NAME picks the
+// model that answers (`digitlab serve --models DIR`): /?user=alice&model=alice is alice's pad.
+const page = new URLSearchParams(location.search);
+const user = page.get("user") || "pad", model = page.get("model");
+const withModel = path => model ? path + (path.includes("?") ? "&" : "?") + "model=" + encodeURIComponent(model) : path;
 
 // ---------------------------------------------------------------- drawing
 function redraw() {
@@ -85,7 +90,7 @@ async function ask() {
   // An untouched photo goes as the original file (full resolution); anything drawn goes as the canvas.
   const fromPhoto = photo && !strokes.length;
   const blob = fromPhoto ? photo.file : await canvasBlob();
-  const url = mode === "read" ? "/v1/read" : "/v1/predict?include_image=true";
+  const url = withModel(mode === "read" ? "/v1/read" : "/v1/predict?include_image=true");
   let response, body;
   try {
     response = await fetch(url, { method: "POST", headers: { "Content-Type": blob.type || "image/png" }, body: blob });
@@ -166,7 +171,7 @@ async function crop(blob, box) {  // one digit of a reading, with a margin, as a
 }
 async function sendCorrection(blob, label, predicted) {
   const form = new FormData();
-  form.append("image", blob, "correction.png"); form.append("label", String(label)); form.append("user", "pad");
+  form.append("image", blob, "correction.png"); form.append("label", String(label)); form.append("user", user);
   if (predicted !== null && predicted !== undefined) form.append("predicted", String(predicted));
   const response = await fetch("/v1/feedback", { method: "POST", body: form });
   if (!response.ok) throw new Error((await response.json()).detail);
