@@ -145,6 +145,8 @@ function showReading(body, fromPhoto) {
   $("prediction").textContent = body.text;
   const count = `${body.digits.length} digit${body.digits.length === 1 ? "" : "s"}`;
   $("status").textContent = body.text === "" ? "no digit" : body.status === "unsure" ? `${count}, unsure` : count;
+  if (body.doubt) $("status").title = body.doubt;  // why the number is unsure although each digit is sure
+  else $("status").removeAttribute("title");
   $("confidence").textContent = body.digits.map(d => `${d.guess}${d.label === null ? "?" : ""}: ${pct(d.confidence)}`).join("   ");
   octx.clearRect(0, 0, overlay.width, overlay.height);
   octx.lineWidth = 2; octx.font = "bold 18px system-ui, sans-serif";
