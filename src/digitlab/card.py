@@ -19,13 +19,14 @@ about. A file that does not parse gives a ModelError naming it, before onnxrunti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
 
 from digitlab.errors import ModelError
-from digitlab.files import atomic_write_bytes, atomic_write_text
+from digitlab.files import atomic_write_bytes, atomic_write_text, fsync_dir
 
 CARD_KEY = "digitlab_card"
 CARD_VERSION = 1
@@ -221,6 +222,19 @@ def write(path: str | os.PathLike, onnx_bytes: bytes, card: dict) -> dict:
     atomic_write_text(path.with_suffix(".json"), dumps(card))
     atomic_write_text(path.with_suffix(".md"), markdown(card))
     return card
+
+
+def publish(staging: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Moves a model written at `staging` (MODEL.onnx, .json, .md) to `path`, each file an atomic rename,
+    the .onnx last: a program watching `path` sees the new model whole (its card is already beside it
+    when the file changes). Returns `path`; the staging folder is removed when left empty."""
+    staging, path = Path(staging), Path(path)
+    for suffix in (".md", ".json", ".onnx"):
+        os.replace(staging.with_suffix(suffix), path.with_suffix(suffix))
+    fsync_dir(path.parent)
+    with contextlib.suppress(OSError):
+        staging.parent.rmdir()
+    return path
 
 
 def update(path: str | os.PathLike, **fields) -> dict:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from digitlab import card as model_card
-from digitlab.errors import ModelError
+from digitlab.errors import DigitlabError, ModelError
 from digitlab.extras import require
 from digitlab.files import atomic_write_json, read_json
 from digitlab.lab.models import BUNDLED, FAMILIES, resolve  # no model, torch or scikit-learn is imported
@@ -322,10 +322,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     require("finetune", "torch", "safetensors", "onnx", "onnxscript")
     from digitlab.lab.finetune import FinetuneConfig, finetune
 
-    out = args.out or f"runs/finetuned-{Path(args.images).resolve().name}"
-    config = FinetuneConfig(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, method=args.method,
-                            rehearsal=args.rehearsal, min_per_class=args.min_per_class, seed=args.seed)
-    m = finetune(args.model, args.images, out, config, args.data_dir, command=args.command_line)
+    if args.user is not None and args.feedback is None:
+        raise DigitlabError("--user picks one person's corrections: it needs --feedback DB")
+    for name in ("steps", "rehearsal", "min_per_class"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise DigitlabError(f"--{name.replace('_', '-')} must be 0 or more")
+    if args.lr is not None and args.lr <= 0:
+        raise DigitlabError("--lr must be positive")
+    source = Path(args.images).resolve().name if args.images else (args.user or Path(args.feedback).stem)
+    out = args.out or f"runs/finetuned-{source}"
+    given = {k: v for k, v in {"method": args.method, "steps": args.steps, "epochs": args.epochs,
+                               "freeze_epochs": args.freeze_epochs, "lr": args.lr, "rehearsal": args.rehearsal,
+                               "min_per_class": args.min_per_class, "seed": args.seed}.items() if v is not None}
+    config = FinetuneConfig(**given)
+    m = finetune(args.model, args.images, out, config, args.data_dir, command=args.command_line,
+                 feedback=args.feedback, user=args.user)
     ft = m["fine_tuning"]
     b, a = ft["before"], ft["after"]
     print(f"fine-tuned {args.model} on {ft['n_images']} images in {m['train_time_s']:.1f}s "
@@ -338,19 +349,32 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def add_finetune_command(commands, data_dir: argparse.ArgumentParser) -> None:
     p = commands.add_parser("finetune", parents=[data_dir],
-                            help="teach a trained model your handwriting from a labelled image folder")
+                            help="teach a trained model your handwriting from labelled images or stored corrections")
     p.add_argument("model", help='"bundled", an exported .onnx file, or a trained model directory')
-    p.add_argument("--images", required=True, metavar="DIR", help="labelled images: DIR/0/*.png ... DIR/9/*.png")
-    p.add_argument("--out", help="model folder to write (default runs/finetuned-<DIR name>)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs on all layers after the head-only one (default 2)")
-    p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first (default 1)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak LR of the head (default 1e-3)")
-    p.add_argument("--method", default="fastai", choices=["fastai", "all", "head"],
-                   help="fastai: head, then all layers with discriminative LRs (default); all: one LR for "
-                        "every layer; head: the head only")
-    p.add_argument("--rehearsal", type=int, default=3000, help="MNIST training images mixed in (default 3000)")
-    p.add_argument("--min-per-class", type=int, default=1, help="fewest examples of each digit accepted")
-    p.add_argument("--seed", type=int, default=0, help="seeds the rehearsal images drawn and the batch order")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", metavar="DIR", help="labelled images: DIR/0/*.png ... DIR/9/*.png "
+                        "(default: none; give this or --feedback)")
+    source.add_argument("--feedback", metavar="DB", help="the corrections `digitlab serve` stored (its "
+                        "--feedback-db SQLite file): no export step (default: none; give this or --images)")
+    p.add_argument("--user", help="with --feedback: only this user's corrections (the pad's ?user=NAME; "
+                   "default: everyone's)")
+    p.add_argument("--out", help="model folder to write (default runs/finetuned-<DIR name or user>); "
+                   "`digitlab serve --models` serves OUT's parent folder")
+    # the defaults are FinetuneConfig's (lab/finetune.py), not imported here: building the parser must not
+    # import torch (`digitlab predict` starts without it)
+    p.add_argument("--method", choices=["style", "fastai", "all", "head"], help="style: views of your examples "
+                   "that keep your style, the base's answers kept on rehearsed MNIST images (default); fastai: the "
+                   "head, then all layers with discriminative LRs; all: one LR for every layer; head: the head only")
+    p.add_argument("--steps", type=int, help="style: training steps (default: the rule, more for more examples, "
+                   "within the 30-second budget)")
+    p.add_argument("--epochs", type=int, help="fastai/all/head: epochs on all layers after the head-only one "
+                   "(default 2)")
+    p.add_argument("--freeze-epochs", type=int, help="fastai/all/head: head-only epochs first (default 1)")
+    p.add_argument("--lr", type=float, help="peak LR of the head (default: 3e-3 for style, 1e-3 for the others)")
+    p.add_argument("--rehearsal", type=int, help="MNIST training images mixed in (default 3000)")
+    p.add_argument("--min-per-class", type=int, help="fewest examples of each digit accepted (default 1)")
+    p.add_argument("--seed", type=int, help="seeds the rehearsal images drawn, the views and the batch order "
+                   "(default 0)")
     p.set_defaults(func=cmd_finetune)
 
 

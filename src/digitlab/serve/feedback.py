@@ -105,6 +105,20 @@ def rows(db: sqlite3.Connection) -> Iterator[tuple[int, int, bytes]]:
     yield from db.execute("SELECT id, label, image FROM feedback WHERE kept_apart IS NULL ORDER BY id")
 
 
+def examples(db: sqlite3.Connection, user: str | None = None) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """(id, label, 28x28 digit PNG or None, image) of every correction not kept apart, oldest first;
+    only `user`'s when given. What `digitlab finetune --feedback` learns from."""
+    query = "SELECT id, label, digit, image FROM feedback WHERE kept_apart IS NULL"
+    yield from db.execute(query + (" AND user = ? ORDER BY id" if user is not None else " ORDER BY id"),
+                          (user,) if user is not None else ())
+
+
+def users(db: sqlite3.Connection) -> list[str]:
+    """The users corrections name, most corrections first."""
+    return [u for (u,) in db.execute("SELECT user FROM feedback WHERE user IS NOT NULL GROUP BY user "
+                                     "ORDER BY COUNT(*) DESC, user")]
+
+
 def kept_apart(db: sqlite3.Connection) -> int:
     """How many corrections are kept apart from fine-tuning."""
     return int(db.execute("SELECT COUNT(*) FROM feedback WHERE kept_apart IS NOT NULL").fetchone()[0])
