@@ -435,7 +435,7 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
     p.add_argument("--models", metavar="DIR", help="also serve every exported model in DIR (NAME.onnx or "
                    "NAME/model.onnx, as `digitlab finetune --out DIR/NAME` writes); a request picks one with "
-                   "?model=NAME")
+                   "?model=NAME (default: none, one model)")
     p.add_argument("--models-cache", type=int, default=d.models_cache,
                    help="at most this many of DIR's models loaded at once per worker (they load on first use)")
     p.add_argument("--workers", type=int, default=cores,
