@@ -19,7 +19,7 @@ from digitlab.lab.loop import Learner, to_tensor
 from digitlab.lab.lr_finder import lr_find
 from digitlab.lab.transfer import discriminative_groups, freeze, spread_lrs, unfreeze
 from digitlab.reader.infer import BUNDLED, OnnxModel
-from digitlab.testing.writers import WRITERS, write_folder, writer_split
+from digitlab.testing.writers import STRONG_WRITERS, WRITERS, write_folder, writer_split
 
 
 def small(mnist, n=256):
@@ -225,7 +225,7 @@ def writer3(mnist):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["all", "head"])  # "fastai", the default, is `digitlab finetune`'s test above
+@pytest.mark.parametrize("method", ["fastai", "all", "head"])  # "style", the default, is `digitlab finetune`'s
 def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, writer3, method):
     _, (x_test, y_test) = mnist
     (x_pool, y_pool), (x_held, y_held), base, (held_before, mnist_before) = writer3
@@ -234,7 +234,7 @@ def test_methods_improve_a_writer_with_bounded_mnist_change(mnist, writer3, meth
     x_old, y_old = rehearsal_sample(1500, 0)
     model = adapt(copy.deepcopy(base), x_pool, y_pool, x_old, y_old, FinetuneConfig(method=method))
     assert model.score(x_held, y_held) >= held_before + 0.01, (held_before, model.score(x_held, y_held))
-    # the 0.1-point promise is `digitlab finetune`'s (fastai, checked on all 10,000 in the test above); one LR
+    # the 0.1-point promise is `digitlab finetune`'s (style, checked on all 10,000 in the test above); one LR
     # for every layer forgets more (-0.10 point on these 5,000 images here with 1,500 rehearsed, -0.22 with 3,000)
     assert model.score(x_test[:5000], y_test[:5000]) >= mnist_before - 0.005
     if method == "head":  # the head-only method never touches the body
@@ -269,3 +269,180 @@ def test_fine_tuning_picks_the_precision_of_this_cpu_not_the_bases(mnist):
     base = make_model("mlp", epochs=1, precision="bf16")
     model = adapt(base, x[:50], y[:50], x[50:350], y[50:350], FinetuneConfig(epochs=1, freeze_epochs=0))
     assert model.config.precision == resolve_precision("auto")
+
+
+# ---------------------------------------------------------------------------- learning a strong hand
+@pytest.fixture(scope="module")
+def narrow_writer(mnist):
+    """STRONG_WRITERS[2] ("very narrow", read at about 55% before fine-tuning): 5 examples per digit and
+    100 held-out digits, with the bundled model rebuilt on fewer statistics images (a faster fixture; the
+    network it rebuilds is the same function)."""
+    _, (x_test, y_test) = mnist
+    pool, held = writer_split(y_test, 2, 20, 50, len(STRONG_WRITERS))
+    writer = STRONG_WRITERS[2]
+    held = held[::5]  # 10 of each digit
+    return ((writer.apply(x_test[pool[:50]], y_test[pool[:50]]), y_test[pool[:50]]),
+            (writer.apply(x_test[held], y_test[held]), y_test[held]), from_onnx(BUNDLED, stats_images=500))
+
+
+def test_style_fine_tuning_learns_a_strong_hand_in_a_few_steps_and_keeps_mnist(mnist, narrow_writer):
+    """A twentieth of `digitlab finetune`'s budget (100 steps of 8 views and 32 rehearsed images instead
+    of 300 of 32 and 128): most of the hand is learnt already. The full budget's 0.1-point MNIST promise
+    is measured by benchmarks/finetune.py (BENCHMARKS.md); this short run forgets 4 of 1,000 here."""
+    _, (x_test, y_test) = mnist
+    (x, y), (x_held, y_held), base = narrow_writer
+    x_old, y_old = rehearsal_sample(1000, 0)
+    held_before, mnist_before = base.score(x_held, y_held), base.score(x_test[:1000], y_test[:1000])
+    model = adapt(copy.deepcopy(base), x, y, x_old, y_old, FinetuneConfig(steps=100, batch_size=8, rehearsal_batch=32))
+    held_after = model.score(x_held, y_held)
+    assert held_before < 0.7 and held_after >= held_before + 0.25, (held_before, held_after)  # 61% -> 95% here
+    assert model.score(x_test[:1000], y_test[:1000]) >= mnist_before - 0.006  # at most 6 of 1,000 forgotten
+    assert model.history[-1]["step"] == 100 and model.history[-1]["phase"] == "style"
+    for a, b in zip(model.net.modules(), base.net.modules(), strict=True):  # the base's batch-norm statistics
+        if isinstance(a, torch.nn.BatchNorm2d):
+            assert torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var)
+
+
+def test_style_views_keep_slant_and_stroke_and_vary_the_rest(mnist):
+    from digitlab.lab.finetune import style_views
+
+    _, (x_test, y_test) = mnist
+    pick = np.concatenate([np.flatnonzero(y_test == d)[:2] for d in (1, 4, 7, 9)])
+    x = to_tensor(STRONG_WRITERS[3].apply(x_test[pick], y_test[pick]))  # steep right slant
+    views = style_views(x, torch.Generator().manual_seed(0), FinetuneConfig())
+    assert views.shape == x.shape and not torch.allclose(views, x)
+    # the amount of ink barely changes (a few percent of scale: no thicker or thinner pen); the slant
+    # (the ink's row-column covariance) keeps its sign
+    ink = lambda t: (t - t.amin()).sum((1, 2, 3))  # noqa: E731
+    ratio = ink(views) / ink(x)  # a pen one pixel wider would double it
+    assert 0.8 < ratio.min() and ratio.max() < 1.25 and abs(ratio.mean() - 1) < 0.1, ratio
+    assert (slant(views) > 0).all() and (slant(x) > 0).all()
+    same = style_views(x, torch.Generator().manual_seed(0), FinetuneConfig())
+    assert torch.equal(views, same)  # seeded: a fine-tune is repeatable
+
+
+def slant(x: torch.Tensor) -> torch.Tensor:
+    """The covariance of each image's ink rows and columns: > 0 where it leans right (rows grow downwards)."""
+    w = (x[:, 0] - x.amin()).clamp(min=0)
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    m = w.sum((1, 2))
+    r, c = (w * rows).sum((1, 2)) / m, (w * cols).sum((1, 2)) / m
+    return -((w * (rows - r[:, None, None]) * (cols - c[:, None, None])).sum((1, 2)) / m)
+
+
+# ---------------------------------------------------------------------------- from stored corrections
+def corrections_db(path, images: np.ndarray, labels: np.ndarray, user: str, with_digit: bool = True) -> None:
+    from digitlab.serve import feedback
+
+    db = feedback.connect(path)
+    for image, label in zip(images, labels, strict=True):
+        crop = png_bytes(255 - image)  # what the service keeps to look at: dark ink on white
+        feedback.add(db, crop, "image/png", int(label), user=user, digit=png_bytes(image) if with_digit else None)
+    db.close()
+
+
+def png_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_read_corrections_takes_the_stored_digits_of_one_user(tmp_path, mnist):
+    from digitlab.lab.finetune import read_corrections
+
+    _, (x, y) = mnist
+    db = tmp_path / "fb.sqlite3"
+    ana = three_of_each(y)
+    corrections_db(db, x[ana], y[ana], "ana")
+    corrections_db(db, x[ana[:10]], y[ana[:10]], "bo", with_digit=False)  # an older row: only its image
+    images, labels, names = read_corrections(db, "ana")
+    assert np.array_equal(images, x[ana]) and np.array_equal(labels, y[ana]) and names[0] == "correction 1"
+    images, labels, _ = read_corrections(db, "bo", min_per_class=0)
+    assert images.shape == (10, 28, 28) and np.array_equal(labels, y[ana[:10]])  # through the reader's preprocessing
+    assert len(read_corrections(db, min_per_class=0)[0]) == 40  # everyone's
+
+
+def three_of_each(labels: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.flatnonzero(labels == d)[:3] for d in range(10)])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no db", "no feedback database"),
+    ("nobody", "no corrections to learn from; users there: ana"),
+    ("missing", "no examples of digits"),
+    ("few", "too few examples: need at least 5 of each digit"),
+])
+def test_read_corrections_errors(tmp_path, mnist, case, message):
+    from digitlab.lab.finetune import read_corrections
+
+    _, (x, y) = mnist
+    db = tmp_path / "fb.sqlite3"
+    if case != "no db":
+        keep = three_of_each(y)[:24] if case == "missing" else three_of_each(y)  # digits 0-7 only
+        corrections_db(db, x[keep], y[keep], "ana")
+    with pytest.raises(DataError, match=message):
+        read_corrections(db, "nobody" if case == "nobody" else "ana", min_per_class=5 if case == "few" else 1)
+
+
+def test_finetune_cli_feedback_options_are_checked(tmp_path, capsys):
+    assert main(["finetune", "bundled", "--feedback", str(tmp_path / "none.sqlite3")]) == 1
+    assert "no feedback database" in capsys.readouterr().err
+    assert main(["finetune", "bundled", "--images", str(tmp_path), "--user", "ana"]) == 1
+    assert "--user picks one person's corrections: it needs --feedback" in capsys.readouterr().err
+    assert main(["finetune", "bundled", "--feedback", "x", "--steps", "-1"]) == 1
+    assert "--steps must be 0 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # one source, not two
+        main(["finetune", "bundled", "--images", str(tmp_path), "--feedback", "x"])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_from_pad_corrections_to_a_served_model_that_reads_that_hand(tmp_path, mnist, capsys):
+    """The loop: a strong hand's digits sent as corrections through the API (user ana), `digitlab finetune
+    bundled --feedback DB --user ana --out models/ana`, then `serve --models models` reads ana's new
+    digits with ?model=ana better than the bundled model does, and the bundled model still answers."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from digitlab.serve import ServeConfig, create_app
+
+    _, (x_test, y_test) = mnist
+    writer = STRONG_WRITERS[6]  # thick, narrow, slanted right: the issue's kind of hand
+    pool, held = writer_split(y_test, 6, 20, 50, len(STRONG_WRITERS))
+    write_folder(tmp_path / "pad", writer, x_test[pool[:100]], y_test[pool[:100]])  # what the pad would send
+    db, models_dir = tmp_path / "fb.sqlite3", tmp_path / "models"
+    config = ServeConfig(feedback_db=str(db), models=str(models_dir), watch=True, feedback_per_minute=1000)
+    models_dir.mkdir()
+    with TestClient(create_app(config)) as client:
+        while client.get("/readyz").status_code != 200:
+            time.sleep(0.05)
+        for path in sorted((tmp_path / "pad").glob("*/*.png")):
+            r = client.post("/v1/feedback", files={"image": (path.name, path.read_bytes(), "image/png")},
+                            data={"label": path.parent.name, "user": "ana"})
+            assert r.status_code == 201, r.json()
+        client.post("/v1/feedback", files={"image": ("x.png", (tmp_path / "pad/3/30.png").read_bytes())},
+                    data={"label": "3", "user": "bo"})  # someone else's: not ana's model's business
+        assert main(["finetune", "bundled", "--feedback", str(db), "--user", "ana", "--out",
+                     str(models_dir / "ana")]) == 0
+        assert "on 100 images" in capsys.readouterr().out
+        deadline = time.monotonic() + 10  # the watch finds the new model within a second or two
+        while client.get("/v1/models").json()["models"][-1]["name"] != "ana" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        write_folder(tmp_path / "new", writer, x_test[held[::5]], y_test[held[::5]])  # 100 digits ana writes later
+        right = {"bundled": 0, "ana": 0}
+        for path in sorted((tmp_path / "new").glob("*/*.png")):
+            for name, query in (("bundled", ""), ("ana", "?model=ana")):
+                answer = client.post("/v1/predict" + query, files={"image": ("d.png", path.read_bytes())}).json()
+                assert answer["model"].startswith("digit-model@" if name == "bundled" else "ana@")
+                right[name] += answer["label"] == int(path.parent.name)
+    assert right["ana"] >= right["bundled"] + 20 and right["ana"] >= 80, right  # 87 against 51 in the docs' run
+    metrics = json.loads((models_dir / "ana" / "metrics.json").read_text())
+    ft = metrics["fine_tuning"]
+    assert ft["feedback"]["user"] == "ana" and ft["n_images"] == 100 and ft["per_class"] == [10] * 10
+    # this hand costs MNIST the most of the ten (0.10-0.14 point in the benchmark): at most 0.15 here
+    assert ft["after"]["mnist_test_accuracy"] >= ft["before"]["mnist_test_accuracy"] - 0.0015
+    assert not (models_dir / "ana" / ".staging").exists()

@@ -457,6 +457,7 @@ def test_request_bodies_are_documented_from_the_models(api):
     assert set(content) == {"multipart/form-data", "image/*", "application/json"}
     assert "pixels" in content["application/json"]["schema"]["properties"]
     assert {p["name"] for p in predict["parameters"]} == {"min_confidence", "include_image", "model"}
+    assert "404" in predict["responses"]  # ?model=NAME the service does not serve
     feedback = spec["paths"]["/v1/feedback"]["post"]
     form = feedback["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"image", "label", "predicted", "user"} <= set(form["properties"])

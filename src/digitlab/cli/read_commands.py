@@ -166,7 +166,6 @@ def format_line(record: dict) -> str:
     elif "text" in record:
         line = record["text"] or "no digit"
         line += " (unsure)" if record["status"] == "unsure" else ""
-        line += f": {record['doubt']}" if record.get("doubt") else ""
     else:
         line = record["status"] if record["label"] is None else str(record["label"])
         line += f", maybe {record['guess']}" if record["status"] == "unsure" else ""
@@ -436,7 +435,7 @@ def add_serve_commands(commands) -> None:
     p.add_argument("--model", help="an ONNX model file (default: the bundled model); a fine-tuned export works too")
     p.add_argument("--models", metavar="DIR", help="also serve every exported model in DIR (NAME.onnx or "
                    "NAME/model.onnx, as `digitlab finetune --out DIR/NAME` writes); a request picks one with "
-                   "?model=NAME (default: only the bundled or --model one)")
+                   "?model=NAME (default: none, one model)")
     p.add_argument("--models-cache", type=int, default=d.models_cache,
                    help="at most this many of DIR's models loaded at once per worker (they load on first use)")
     p.add_argument("--workers", type=int, default=cores,

@@ -67,8 +67,8 @@ def run(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: in
              f"/v1/read (docs: /docs), {workers} worker{'s' if workers > 1 else ''}")
     if folder is not None:
         names = folder.names()
-        announce(f"digitlab: {len(names)} more model{'s' if len(names) != 1 else ''} in {cfg.models} "
-                 f"(?model=NAME): {', '.join(names[:10]) or 'none yet'}{' ...' if len(names) > 10 else ''}")
+        listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        announce(f"digitlab: and the models in {cfg.models} with ?model=NAME: {listed or 'none yet'}")
     if workers > 1:
         os.environ[SUPERVISOR] = str(os.getpid())  # a worker that outlives this process stops (app.die_with_parent)
         sock.close()  # uvicorn binds the port itself and shares it between its worker processes

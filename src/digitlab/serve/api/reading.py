@@ -14,7 +14,7 @@ from digitlab.serve.schemas import BatchPrediction, Prediction, Reading
 from digitlab.serve.work import predict_one, read_one
 
 router = APIRouter(tags=["reading"])
-REFUSALS = responses(400, 408, 413, 415, 422, 500, 503)
+REFUSALS = responses(400, 404, 408, 413, 415, 422, 500, 503)
 
 
 @router.post("/v1/predict", response_model=Prediction, response_model_exclude_unset=True, responses=REFUSALS,
