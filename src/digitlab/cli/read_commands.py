@@ -166,6 +166,7 @@ def format_line(record: dict) -> str:
     elif "text" in record:
         line = record["text"] or "no digit"
         line += " (unsure)" if record["status"] == "unsure" else ""
+        line += f": {record['doubt']}" if record.get("doubt") else ""
     else:
         line = record["status"] if record["label"] is None else str(record["label"])
         line += f", maybe {record['guess']}" if record["status"] == "unsure" else ""
