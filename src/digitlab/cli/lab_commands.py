@@ -365,8 +365,8 @@ def add_finetune_command(commands, data_dir: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["style", "fastai", "all", "head"], help="style: views of your examples "
                    "that keep your style, the base's answers kept on rehearsed MNIST images (default); fastai: the "
                    "head, then all layers with discriminative LRs; all: one LR for every layer; head: the head only")
-    p.add_argument("--steps", type=int, help="style: training steps (default: the rule, more for more examples, "
-                   "within the 30-second budget)")
+    p.add_argument("--steps", type=int, help="style: training steps (default 300, whatever the number of examples: "
+                   "what fits the 30-second budget)")
     p.add_argument("--epochs", type=int, help="fastai/all/head: epochs on all layers after the head-only one "
                    "(default 2)")
     p.add_argument("--freeze-epochs", type=int, help="fastai/all/head: head-only epochs first (default 1)")

@@ -45,7 +45,7 @@ class FinetuneConfig:
 
     method: str = "style"  # style (default) | fastai | all | head: see adapt()
     # --- style: steps on the user's views, the base's own answers kept on rehearsed MNIST images
-    steps: int = 0  # optimizer steps; 0: STEPS (300, see `style_steps`)
+    steps: int = 0  # optimizer steps; 0: STEPS (300)
     batch_size: int = 32  # the user's views per step
     rehearsal_batch: int = 128  # rehearsed MNIST images per step, beside them (64: 2x the MNIST loss)
     distill: float = 4.0  # weight of matching the base's softened answers on the rehearsed images (LwF;
@@ -326,19 +326,15 @@ def style_views(x, generator, config: FinetuneConfig):
     return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
 
 
-def style_steps(n_images: int, config: FinetuneConfig) -> int:
-    """The number of steps: config.steps, else STEPS whatever the number of examples. On the development
-    writers 150 steps learnt less at 10 examples per digit (93.7% against 95%) and 400 no more (94.6%);
-    300 steps of 32 views and 128 rehearsed images are what fits the 30-second budget on 2 cores."""
-    return config.steps or STEPS
-
-
+# steps of the style method unless config.steps says otherwise, whatever the number of examples: on the
+# development writers 150 steps learnt less at 10 examples per digit (93.7% against 95%) and 400 no more
+# (94.6%); 300 steps of 32 views and 128 rehearsed images are what fits the 30-second budget on 2 cores
 STEPS = 300
 
 
 def learn_hand(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.ndarray, y_old: np.ndarray,
                config: FinetuneConfig) -> NeuralClassifier:
-    """Teaches `model` a hand from a few examples (x, y) without forgetting, in `style_steps` steps.
+    """Teaches `model` a hand from a few examples (x, y) without forgetting, in `config.steps or STEPS` steps.
 
     Each step reads `batch_size` style-keeping views of the user's examples (cross-entropy with their
     labels) beside `rehearsal_batch` rehearsed MNIST images, whose targets are the base model's own
@@ -367,10 +363,13 @@ def learn_hand(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.
     optimizer = torch.optim.AdamW([{"params": list(g.parameters()), "lr": lr} for g, lr in zip(groups, lrs,
                                                                                              strict=True)],
                                   weight_decay=0.0)  # the L2-SP pull, when asked, replaces decay toward zero
-    steps = style_steps(len(x), config)
+    steps = config.steps or STEPS
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=steps, pct_start=0.25)
     frozen = round(config.freeze_share * steps)
     generator = torch.Generator().manual_seed(config.seed)
+    # a few examples must not rewrite what 60,000 images measured: the batch norms stay in eval mode
+    kept_statistics = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] \
+        if config.batchnorm == "frozen" else []
     history, t0 = [], time.perf_counter()
     with seeded(config.seed, device):  # dropout masks: seeded, the caller's random state untouched
         for step in range(steps):
@@ -379,10 +378,8 @@ def learn_hand(model: NeuralClassifier, x: np.ndarray, y: np.ndarray, x_old: np.
             elif step == frozen:
                 unfreeze(groups)
             net.train()
-            if config.batchnorm == "frozen":  # a few examples must not rewrite what 60,000 images measured
-                for m in net.modules():
-                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+            for m in kept_statistics:
+                m.eval()
             i = torch.randint(len(xu), (config.batch_size,), generator=generator).to(device)
             j = torch.randint(len(xo), (config.rehearsal_batch,), generator=generator).to(device)
             xb = torch.cat([style_views(xu[i], generator, config), xo[j]]).contiguous(
@@ -464,7 +461,7 @@ def finetune(base: str | os.PathLike, images: str | os.PathLike | None, out: str
     before = {"mnist_test_accuracy": recorded_accuracy(base), "own_images_accuracy": model.score(x, y)}
     if before["mnist_test_accuracy"] is None:
         before["mnist_test_accuracy"] = model.score(x_test, y_test)
-    how = (f"{style_steps(len(x), config)} steps" if config.method == "style" else
+    how = (f"{config.steps or STEPS} steps" if config.method == "style" else
            f"{config.freeze_epochs} + {config.epochs} epochs")
     log(f"{base}: MNIST test accuracy {before['mnist_test_accuracy']:.4f}, on the {len(x)} images "
         f"{before['own_images_accuracy']:.4f}; fine-tuning ({config.method}, {how}, {config.rehearsal:,} MNIST "

@@ -137,28 +137,28 @@ def small_mask(x: np.ndarray) -> np.ndarray:
     return (cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
 
 
-def might_have_lines(x: np.ndarray, tilt: float = MAX_SKEW) -> bool:
+def might_have_lines(x: np.ndarray) -> bool:
     """Cheap test: does any band of rows have ink in 0.8 x LINE_SPAN of its columns, or any band of
     columns in most of its rows, counting only ink as thin as a printed line can be (THIN)? The band is
-    as wide as a line tilted by `tilt` degrees drifts across the picture (tilt 0: one row). A picture
+    as wide as a line tilted by MAX_SKEW degrees drifts across the picture. A picture
     of a digit alone has no such band unless the digit fills the frame, which the full test then
     rejects. A band counts the columns (rows) where it has ink, not its ink pixels, so that a thick
     stroke is not taken for a long line; the thin ink is looked at only where all ink passes."""
     m = small_mask(x)
-    if not long_band(m, m, tilt):
+    if not long_band(m, m):
         return False
     # only ink as thin as a printed line can be: the bar of a big, bold 7 is no line
     width = int(THIN * min(m.shape)) + 3
     across = cv2.morphologyEx(m, cv2.MORPH_TOPHAT, np.ones((width, 1), np.uint8))
     down = cv2.morphologyEx(m, cv2.MORPH_TOPHAT, np.ones((1, width), np.uint8))
-    return long_band(across, down, tilt)
+    return long_band(across, down)
 
 
-def long_band(across: np.ndarray, down: np.ndarray, tilt: float) -> bool:
+def long_band(across: np.ndarray, down: np.ndarray) -> bool:
     """might_have_lines' projections: a band of rows of `across` or of columns of `down` (0/1 masks)."""
     h, w = across.shape
-    drift = np.tan(np.radians(tilt))
-    band_rows = 1 + 2 * int(np.ceil(w * drift / 2))  # tilt 0: one row, which only a line along the rows fills
+    drift = np.tan(np.radians(MAX_SKEW))
+    band_rows = 1 + 2 * int(np.ceil(w * drift / 2))
     band_cols = 1 + 2 * int(np.ceil(h * drift / 2))
     rows = cv2.reduce(cv2.dilate(across, np.ones((band_rows, 1), np.uint8)), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
     cols = cv2.reduce(cv2.dilate(down, np.ones((1, band_cols), np.uint8)), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
