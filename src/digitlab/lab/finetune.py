@@ -2,12 +2,14 @@
 
     digitlab finetune bundled --images my-digits/ --out runs/my-model
 
-`my-digits/0/*.png ... my-digits/9/*.png` are read through the reader's preprocessing (so the model
-sees what `digitlab predict` will show it), mixed with a sample of MNIST ("rehearsal": the old task
-keeps a say in every batch), and the model is fine-tuned the fastai way (train.fine_tune: the head
-with the body frozen, then everything with lower LRs for the early layers). The result is a lab
-model directory with a card (base, data, command, before/after figures) and an ONNX export made
-like the bundled model's.
+`my-digits/0/*.png ... my-digits/9/*.png` (or the corrections the service stored) are read through
+the reader's preprocessing, so the model sees what `digitlab predict` will show it. The default
+method, `style`, trains on views of them that keep the writer's style (small rotations, scalings,
+shifts and elastic bends; no shear or pen changes) while the base model's own answers on rehearsed
+MNIST images are kept (distillation: learning without forgetting). `fastai`, `all` and `head` mix
+the examples with the rehearsal and train on labels only (fastai: the head with the body frozen,
+then everything with lower LRs for the early layers). The result is a lab model directory with a
+card (base, data, command, before/after figures) and an ONNX export made like the bundled model's.
 
 The bundled model ships as ONNX only, with its batch norms folded into the convolutions.
 `load_base("bundled")` rebuilds the torch network from it: the convolution weights as they are, and
